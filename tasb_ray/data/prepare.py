@@ -1,0 +1,302 @@
+"""Resolve a dataset, validate it, and convert it once to Parquet with a manifest.
+
+Later stages read only the Parquet cache. A cache directory is published by one atomic rename,
+so an interrupted conversion never leaves a cache that looks complete.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from tasb_ray.data import beir, irds, trec
+from tasb_ray.data.splits import carve_dev
+from tasb_ray.errors import DataFormatError, TasbRayError
+from tasb_ray.fileio import atomic_dir, sha256_file, write_json
+from tasb_ray.schema import DOC_ID, QUERY_ID
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DEFAULT_SEARCH_PATH = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data",)
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    if cache_dir:
+        return Path(cache_dir).expanduser().resolve()
+    if os.environ.get("TASB_RAY_CACHE"):
+        return Path(os.environ["TASB_RAY_CACHE"]).expanduser().resolve()
+    return Path("~/.cache/tasb-ray").expanduser()
+
+
+def search_path() -> list[Path]:
+    """``TASB_RAY_DATA`` (os.pathsep-separated), then ``../shared/data`` beside the checkout and the cwd."""
+    paths = [Path(p) for p in os.environ.get("TASB_RAY_DATA", "").split(os.pathsep) if p]
+    paths += [p.resolve() for p in DEFAULT_SEARCH_PATH]
+    paths.append(Path.cwd().resolve().parent / "shared" / "data")
+    seen, out = set(), []
+    for p in paths:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset comes from: ``kind`` is 'beir', 'msmarco' or 'irds'."""
+
+    name: str
+    kind: str
+    location: str  # a directory for beir/msmarco, an ir_datasets id for irds
+
+    def files(self) -> dict[str, Path]:
+        root = Path(self.location)
+        if self.kind == "beir":
+            out = {"corpus.jsonl": root / "corpus.jsonl", "queries.jsonl": root / "queries.jsonl"}
+            out.update({f"qrels/{s}.tsv": p for s, p in beir.beir_splits(root).items()})
+            return out
+        if self.kind == "msmarco":
+            out = {"collection.tsv": root / "collection.tsv"}
+            out.update({p.name: p for p in sorted(root.glob("queries.*.tsv"))})
+            out.update({p.name: p for p in sorted(root.glob("qrels.*")) if p.suffix in (".tsv", ".txt")})
+            return out
+        return {}
+
+
+def is_msmarco_dir(root: Path) -> bool:
+    return (root / "collection.tsv").is_file()
+
+
+def _source_for_dir(name: str, root: Path) -> Source | None:
+    if beir.is_beir_dir(root):
+        return Source(name, "beir", str(root.resolve()))
+    if is_msmarco_dir(root):
+        return Source(name, "msmarco", str(root.resolve()))
+    return None
+
+
+def resolve_source(dataset: str) -> Source:
+    """A directory path, a name on the search path, ``irds:ID``, or an ir_datasets id."""
+    if dataset.startswith("irds:"):
+        return Source(dataset[5:].replace("/", "_"), "irds", dataset[5:])
+    p = Path(dataset).expanduser()
+    if p.is_dir():
+        src = _source_for_dir(p.resolve().name, p)
+        if src is None:
+            raise TasbRayError(f"{p}: not a dataset directory (expected corpus.jsonl + queries.jsonl, or collection.tsv)")
+        return src
+    for base in search_path():
+        cand = base / dataset
+        if cand.is_dir() and (src := _source_for_dir(dataset, cand)):
+            return src
+    if irds.available():
+        return Source(dataset.replace("/", "_"), "irds", dataset)
+    where = ", ".join(str(b) for b in search_path())
+    raise TasbRayError(f"dataset {dataset!r} not found: not a directory, not under {where} "
+                       "(set TASB_RAY_DATA), and ir_datasets is not installed")
+
+
+def _file_fingerprints(src: Source) -> dict[str, dict]:
+    out = {}
+    for rel, path in src.files().items():
+        st = path.stat()
+        out[rel] = {"path": str(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return out
+
+
+def _load_source(src: Source) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame], dict[str, str]]:
+    """Returns corpus, queries, qrels by split, and the file each qrels split came from."""
+    root = Path(src.location)
+    if src.kind == "beir":
+        splits = beir.beir_splits(root)
+        return (beir.read_corpus_jsonl(root / "corpus.jsonl"), beir.read_queries_jsonl(root / "queries.jsonl"),
+                {s: beir.read_qrels_tsv(p) for s, p in splits.items()}, {s: str(p) for s, p in splits.items()})
+    if src.kind == "msmarco":
+        corpus = trec.read_collection_tsv(root / "collection.tsv")
+        query_frames, qrels, origin = [], {}, {}
+        for p in sorted(root.glob("queries.*.tsv")):
+            query_frames.append(trec.read_queries_tsv(p))
+        for p in sorted(root.glob("qrels.*")):
+            if p.suffix in (".tsv", ".txt"):
+                split = p.name.split(".")[1]
+                qrels[split] = trec.read_trec_qrels(p)
+                origin[split] = str(p)
+        if not query_frames:
+            raise DataFormatError(root, "no queries.<split>.tsv file")
+        queries = pd.concat(query_frames, ignore_index=True)
+        dup = queries[QUERY_ID].duplicated()
+        if dup.any():
+            qid = queries[QUERY_ID][dup].iloc[0]
+            raise DataFormatError(root, f"query id {qid!r} appears in more than one queries.*.tsv file")
+        return corpus, queries, qrels, origin
+    corpus, queries, qrels = irds.load(src.location)
+    return corpus, queries, qrels, {s: f"irds:{src.location}" for s in qrels}
+
+
+def _check_references(qrels: pd.DataFrame, path: str, queries: pd.DataFrame, corpus: pd.DataFrame) -> None:
+    if qrels.empty:
+        raise DataFormatError(path, "split has no judgements (empty split)")
+    for col, table, what in ((QUERY_ID, queries, "query"), (DOC_ID, corpus, "document")):
+        known = qrels[col].isin(set(table[col]))
+        if not known.all():
+            i = int((~known).to_numpy().argmax())
+            bad = qrels[col].iloc[i]
+            line = _line_of(path, qrels.iloc[i])
+            raise DataFormatError(path, f"unknown {what} id {bad!r} (not in the {'queries' if what == 'query' else 'corpus'})",
+                                  line=line)
+
+
+def _line_of(path: str, row) -> int | None:
+    """Find the line of a qrels row (only on the error path, so re-reading the file is fine)."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if len(parts) >= 2 and row[QUERY_ID] in parts and row[DOC_ID] in parts:
+                return n
+    return None
+
+
+@dataclass
+class PrepareOptions:
+    dev_fraction: float = 0.1
+    dev_seed: int = 0
+
+    def as_dict(self) -> dict:
+        return {"dev_fraction": self.dev_fraction, "dev_seed": self.dev_seed}
+
+
+@dataclass
+class PreparedDataset:
+    """A converted dataset: Parquet tables plus ``manifest.json`` in one directory."""
+
+    root: Path
+    manifest: dict = field(repr=False)
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> "PreparedDataset":
+        root = Path(root)
+        mf = root / MANIFEST
+        if not mf.is_file():
+            raise TasbRayError(f"{root}: not a prepared dataset (no {MANIFEST}); run 'tasb-ray prepare-data'")
+        return cls(root, json.loads(mf.read_text()))
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(self.manifest["counts"]["splits"])
+
+    @property
+    def corpus_path(self) -> Path:
+        return self.root / "corpus.parquet"
+
+    def corpus(self) -> pd.DataFrame:
+        return pd.read_parquet(self.corpus_path)
+
+    def qrels(self, split: str) -> pd.DataFrame:
+        if split not in self.manifest["counts"]["splits"]:
+            raise TasbRayError(f"{self.root}: no split {split!r}; available: {', '.join(self.splits)}")
+        return pd.read_parquet(self.root / "qrels" / f"{split}.parquet")
+
+    def queries(self, split: str | None = None) -> pd.DataFrame:
+        q = pd.read_parquet(self.root / "queries.parquet")
+        if split is None:
+            return q
+        ids = set(self.qrels(split)[QUERY_ID])
+        return q[q[QUERY_ID].isin(ids)].reset_index(drop=True)
+
+
+def _cache_key(src: Source, opts: PrepareOptions) -> str:
+    ident = json.dumps({"kind": src.kind, "location": src.location, **opts.as_dict(), "v": FORMAT_VERSION},
+                       sort_keys=True)
+    return f"{src.name}-{hashlib.sha256(ident.encode()).hexdigest()[:8]}"
+
+
+def _is_fresh(manifest: dict, src: Source) -> bool:
+    """Sizes and mtimes equal → fresh; otherwise compare content hashes."""
+    recorded = manifest.get("source", {}).get("files", {})
+    current = _file_fingerprints(src)
+    if set(recorded) != set(current):
+        return False
+    for rel, cur in current.items():
+        rec = recorded[rel]
+        if rec["bytes"] != cur["bytes"]:
+            return False
+        if rec["mtime_ns"] != cur["mtime_ns"] and rec["sha256"] != sha256_file(cur["path"]):
+            return False
+    return True
+
+
+def prepare_dataset(dataset: str, cache_dir: str | os.PathLike | None = None, options: PrepareOptions | None = None,
+                    force: bool = False, log: Callable[[str], None] = lambda s: None) -> PreparedDataset:
+    """Convert ``dataset`` to Parquet in the cache (once) and return it."""
+    opts = options or PrepareOptions()
+    src = resolve_source(dataset)
+    root = cache_root(cache_dir) / "datasets" / _cache_key(src, opts)
+    if not force and (root / MANIFEST).is_file():
+        ds = PreparedDataset.open(root)
+        if ds.manifest.get("format_version") == FORMAT_VERSION and _is_fresh(ds.manifest, src):
+            log(f"cache hit: {root}")
+            return ds
+        log(f"source changed; rebuilding {root}")
+
+    corpus, queries, qrels, origin = _load_source(src)
+    if corpus.empty:
+        raise DataFormatError(origin.get("corpus", src.location), "corpus is empty")
+    for split, table in qrels.items():
+        _check_references(table, origin[split], queries, corpus)
+    if not qrels:
+        raise TasbRayError(f"{src.location}: no qrels found (no splits)")
+
+    carved_from = None
+    if "dev" not in qrels and "train" in qrels:
+        exclude = set(qrels["test"][QUERY_ID]) if "test" in qrels else set()
+        qrels["train"], qrels["dev"] = carve_dev(qrels["train"], opts.dev_fraction, opts.dev_seed, exclude)
+        carved_from = "train"
+    if "test" in qrels:
+        test_q = set(qrels["test"][QUERY_ID])
+        for split in ("train", "dev"):
+            if split in qrels and not test_q.isdisjoint(qrels[split][QUERY_ID]):
+                n = len(test_q & set(qrels[split][QUERY_ID]))
+                raise DataFormatError(origin[split] if split in origin else src.location,
+                                      f"{n} queries of split {split!r} are also in 'test'")
+
+    fingerprints = _file_fingerprints(src)
+    for info in fingerprints.values():
+        info["sha256"] = sha256_file(info["path"])
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": src.name,
+        "source": {"kind": src.kind, "location": src.location, "files": fingerprints},
+        "options": opts.as_dict(),
+        "dev_carved_from": carved_from,
+        "passage_text": "title + ' ' + text where a title exists",
+        "counts": {
+            "corpus": len(corpus),
+            "queries": len(queries),
+            "splits": {s: {"queries": int(t[QUERY_ID].nunique()), "qrels": len(t)} for s, t in sorted(qrels.items())},
+        },
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with atomic_dir(root) as tmp:
+        corpus.to_parquet(tmp / "corpus.parquet", index=False)
+        queries.to_parquet(tmp / "queries.parquet", index=False)
+        (tmp / "qrels").mkdir()
+        for split, table in qrels.items():
+            table.to_parquet(tmp / "qrels" / f"{split}.parquet", index=False)
+        # The manifest is written last: its presence is what marks a cache complete.
+        write_json(tmp / MANIFEST, manifest)
+    log(f"prepared {src.name}: {len(corpus)} passages, {len(queries)} queries, splits "
+        + ", ".join(f"{s}={v['queries']}q/{v['qrels']}j" for s, v in manifest["counts"]["splits"].items()))
+    return PreparedDataset.open(root)

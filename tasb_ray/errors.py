@@ -1,0 +1,29 @@
+"""Errors that reach users as one line naming the file and line (or field) at fault."""
+
+from __future__ import annotations
+
+import os
+
+
+class TasbRayError(Exception):
+    """Base for errors the CLI prints as a single line (no traceback)."""
+
+
+class DataFormatError(TasbRayError):
+    """Bad input data. The message reads ``path:line: problem`` or ``path: field 'x': problem``."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None, field: str | None = None):
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        self.problem = problem
+        where = self.path
+        if line is not None:
+            where += f":{line}"
+        if field is not None:
+            where += f": field '{field}'"
+        super().__init__(f"{where}: {problem}")
+
+
+class ConfigError(TasbRayError):
+    """Invalid configuration: unknown key, wrong type, bad value."""
