@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pandas as pd
 
@@ -14,7 +15,13 @@ _SPLIT_NAMES = {"train", "dev", "test", "validation"}
 
 
 def available() -> bool:
-    return importlib.util.find_spec("ir_datasets") is not None
+    # A module already in sys.modules counts even without a __spec__ (find_spec raises ValueError then).
+    if sys.modules.get("ir_datasets") is not None:
+        return True
+    try:
+        return importlib.util.find_spec("ir_datasets") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def load(dataset_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:

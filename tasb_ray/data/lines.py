@@ -26,6 +26,8 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataFormatError(path, f"invalid JSON: {e.msg} (column {e.colno})", line=n) from None
+        except RecursionError:
+            raise DataFormatError(path, "invalid JSON: nested too deeply", line=n) from None
         if not isinstance(obj, dict):
             raise DataFormatError(path, f"expected a JSON object, got {type(obj).__name__}", line=n)
         yield n, obj

@@ -159,8 +159,13 @@ def _line_of(path: str, row) -> int | None:
         return None
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
-            parts = line.split()
-            if len(parts) >= 2 and row[QUERY_ID] in parts and row[DOC_ID] in parts:
+            # Match by column, as the readers split: BEIR ``qid<TAB>did<TAB>score``, TREC ``qid iter did grade``.
+            # (Matching tokens anywhere finds wrong lines with numeric ids, e.g. a grade equal to a qid.)
+            parts = [p.strip() for p in line.rstrip("\r\n").split("\t")]
+            if len(parts) != 3:
+                parts = line.split()
+            did = parts[1] if len(parts) == 3 else parts[2] if len(parts) == 4 else None
+            if did is not None and parts[0] == row[QUERY_ID] and did == row[DOC_ID]:
                 return n
     return None
 
@@ -262,7 +267,10 @@ def prepare_dataset(dataset: str, cache_dir: str | os.PathLike | None = None, op
     carved_from = None
     if "dev" not in qrels and "train" in qrels:
         exclude = set(qrels["test"][QUERY_ID]) if "test" in qrels else set()
-        qrels["train"], qrels["dev"] = carve_dev(qrels["train"], opts.dev_fraction, opts.dev_seed, exclude)
+        try:
+            qrels["train"], qrels["dev"] = carve_dev(qrels["train"], opts.dev_fraction, opts.dev_seed, exclude)
+        except ValueError as e:
+            raise TasbRayError(f"{origin['train']}: {e}") from None
         carved_from = "train"
     if "test" in qrels:
         test_q = set(qrels["test"][QUERY_ID])

@@ -69,7 +69,7 @@ def write_trec_run(run: pd.DataFrame, path: str | os.PathLike, tag: str = "tasb-
     rank = run.groupby(QUERY_ID, sort=False).cumcount() + 1
     lines = (
         run[QUERY_ID].astype(str) + " Q0 " + run[DOC_ID].astype(str) + " " + rank.astype(str) + " "
-        + run[SCORE].map(lambda s: f"{s:.6f}") + f" {tag}"
+        + run[SCORE].map(lambda s: f"{s:.6f}").astype(str) + f" {tag}"
     )
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + ("\n" if len(lines) else ""))

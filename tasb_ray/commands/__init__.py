@@ -1,0 +1,1 @@
+"""One module per ``tasb-ray`` command; each is a thin layer over library functions."""

@@ -1,0 +1,190 @@
+"""BERT-DOT: one shared transformer encoder for queries and passages, scored by dot product.
+
+References:
+    Hofstätter et al., "Efficiently Teaching an Effective Dense Retriever with Balanced Topic Aware
+    Sampling", SIGIR 2021, Section 3.1 (the BERT_DOT architecture).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasb_ray.errors import ConfigError
+from tasb_ray.models.registry import resolve_model
+
+SPEC_FILE = "tasb_ray_encoder.json"
+POOLINGS = ("cls", "mean")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How token vectors become one vector; saved beside the weights so a checkpoint reloads the same way."""
+
+    pooling: str = "cls"
+    normalize: bool = False
+    query_max_len: int = 30
+    passage_max_len: int = 200
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        for f in ("query_max_len", "passage_max_len"):
+            if getattr(self, f) < 2:
+                raise ConfigError(f"{f} must be >= 2, got {getattr(self, f)}")
+
+
+def _read_json(path: str | None) -> dict | None:
+    if path and os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def _model_file(model: str, filename: str) -> str | None:
+    """A file of a local model dir or, for a hub id, of the hub cache (downloaded when online)."""
+    if os.path.isdir(model):
+        p = os.path.join(model, filename)
+        return p if os.path.isfile(p) else None
+    try:
+        from transformers.utils import cached_file
+
+        return cached_file(model, filename, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+    except Exception:  # noqa: BLE001 - any hub failure just means "no such file"
+        return None
+
+
+def spec_from_model(model: str) -> EncoderSpec:
+    """The model's own pooling: a tasb-ray spec file, else its sentence-transformers config, else CLS."""
+    saved = _read_json(_model_file(model, SPEC_FILE))
+    if saved:
+        return EncoderSpec(**saved)
+    modules = _read_json(_model_file(model, "modules.json")) or []
+    types = [m.get("type", "") for m in modules]
+    if any(t.endswith("Pooling") for t in types):
+        pool_dir = next(m["path"] for m in modules if m.get("type", "").endswith("Pooling"))
+        cfg = _read_json(_model_file(model, f"{pool_dir}/config.json")) or {}
+        pooling = "mean" if cfg.get("pooling_mode_mean_tokens") else "cls"
+        st = _read_json(_model_file(model, "sentence_bert_config.json")) or {}
+        lengths = {}
+        if st.get("max_seq_length"):
+            lengths = {"query_max_len": int(st["max_seq_length"]), "passage_max_len": int(st["max_seq_length"])}
+        return EncoderSpec(pooling=pooling, normalize=any(t.endswith("Normalize") for t in types), **lengths)
+    return EncoderSpec()
+
+
+class BertDot(nn.Module):
+    """Shared-encoder dense retriever: ``score(q, p) = pool(BERT(q)) · pool(BERT(p))``.
+
+    Args:
+        model: Hugging Face id, local path, or a short name such as ``minilm-l6``.
+        pooling: ``cls``, ``mean`` or ``auto`` (the model's own choice, see :func:`spec_from_model`).
+        normalize: L2-normalise the pooled vector (``None``: the model's own choice).
+        query_max_len, passage_max_len: truncation lengths in tokens (``None``: the model's own, else 30 / 200).
+        attention_dropout: override the attention dropout (``None`` keeps the checkpoint's).
+    """
+
+    def __init__(self, model: str | os.PathLike, pooling: str = "auto", normalize: bool | None = None,
+                 query_max_len: int | None = None, passage_max_len: int | None = None,
+                 attention_dropout: float | None = None):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        self.model_name = resolve_model(model)
+        base = spec_from_model(self.model_name)
+        overrides = {k: v for k, v in dict(pooling=None if pooling == "auto" else pooling, normalize=normalize,
+                                           query_max_len=query_max_len, passage_max_len=passage_max_len).items()
+                     if v is not None}
+        self.spec = replace(base, **overrides)
+        config = AutoConfig.from_pretrained(self.model_name)
+        if attention_dropout is not None:
+            config.attention_probs_dropout_prob = attention_dropout
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+        self.bert = AutoModel.from_pretrained(self.model_name, config=config, attn_implementation="sdpa")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        return int(self.bert.config.hidden_size)
+
+    def tokenize(self, texts: Sequence[str], kind: str) -> dict[str, torch.Tensor]:
+        max_len = self.spec.query_max_len if kind == "query" else self.spec.passage_max_len
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.spec.pooling == "cls":
+            vec = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return F.normalize(vec, dim=-1) if self.spec.normalize else vec
+
+    def embed(self, texts: Sequence[str], kind: str) -> torch.Tensor:
+        """Differentiable embeddings of one batch (used in training)."""
+        return self(**self.tokenize(texts, kind))
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], kind: str = "passage", batch_size: int = 64,
+               show_progress: bool = False) -> np.ndarray:
+        """float32 [N, dim] embeddings in input order.
+
+        Batches are formed over texts sorted by length, so each batch pads to similar lengths:
+        that alone doubles CPU throughput against file order.
+        """
+        if kind not in ("query", "passage"):
+            raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
+        was_training = self.training
+        self.eval()
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        starts = range(0, len(texts), batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"encode {kind}s", unit="batch")
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else _nullcontext()
+        with autocast:
+            for s in starts:
+                idx = order[s:s + batch_size]
+                out[idx] = self.embed([texts[i] for i in idx], kind).float().cpu().numpy()
+        self.train(was_training)
+        return out
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Weights (safetensors), tokenizer and the encoder spec, loadable by ``BertDot(path)``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.bert.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        (path / SPEC_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,157 @@
+"""The typed configuration of one TAS-Balanced training run (``tasb-ray train CONFIG.yaml``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from tasb_ray.errors import ConfigError
+from tasb_ray.teachers.config import TeacherConfig
+from tasb_ray.training.sampling import SamplerConfig
+
+
+@dataclass
+class DataConfig:
+    """Which dataset and splits. Model choices use ``dev_split``; ``test_split`` is reported only."""
+
+    dataset: str = "scifact"
+    cache_dir: str | None = None
+    dev_fraction: float = 0.1
+    dev_seed: int = 0
+    train_split: str = "train"
+    dev_split: str = "dev"
+    test_split: str = "test"
+    rel_level: int = 1
+
+
+@dataclass
+class CandidatesConfig:
+    """First-stage candidates that supply the negatives of each training query."""
+
+    sources: list[str] = field(default_factory=lambda: ["bm25"])
+    depth: int = 100
+    negatives_per_query: int = 16
+    max_positives: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        bad = [s for s in self.sources if s not in ("bm25", "dense")]
+        if bad or not self.sources:
+            raise ConfigError(f"sources: expected a non-empty list of bm25/dense, got {self.sources}")
+        if self.depth < 1 or self.negatives_per_query < 1:
+            raise ConfigError("depth and negatives_per_query must be >= 1")
+
+
+@dataclass
+class ClustersConfig:
+    """Topic clusters of the training queries (k-means on baseline-encoder embeddings).
+
+    ``encoder=None`` uses the student's initial weights, as the paper does.
+    """
+
+    k: int = 20
+    encoder: str | None = None
+    niter: int = 20
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+
+
+def _default_pairwise() -> TeacherConfig:
+    return TeacherConfig.from_dict({"kind": "ensemble", "components": [
+        {"kind": "bm25"}, {"kind": "bi-encoder", "model": "minilm-l6", "similarity": "cosine"}]})
+
+
+@dataclass
+class TeachersConfig:
+    """``pairwise``: scores the (q, p+, p-) triples once, offline. ``inbatch``: scores the batch's B x 2B matrix."""
+
+    pairwise: TeacherConfig = field(default_factory=_default_pairwise)
+    inbatch: TeacherConfig | None = field(default_factory=_default_pairwise)
+
+
+@dataclass
+class StudentConfig:
+    """The BERT-DOT student. ``score_scale`` multiplies dot products so normalised vectors can match teacher margins."""
+
+    model: str = "minilm-l6"
+    pooling: str = "auto"
+    normalize: bool | None = None
+    query_max_len: int = 30
+    passage_max_len: int = 200
+    attention_dropout: float | None = 0.0
+    score_scale: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW (weight_decay 0 is the paper's Adam) with warm-up then linear / cosine / constant schedule."""
+
+    lr: float = 7e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "linear"
+    max_steps: int | None = None
+    epochs: float | None = None
+    grad_clip: float | None = 1.0
+    grad_accum: int = 1
+    amp: bool = True
+
+    def __post_init__(self):
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise ConfigError(f"schedule must be linear, cosine or constant, got {self.schedule!r}")
+        if self.max_steps is not None and self.epochs is not None:
+            raise ConfigError("set max_steps or epochs, not both")
+        if self.max_steps is None and self.epochs is None:
+            self.epochs = 1.0
+        if self.grad_accum < 1:
+            raise ConfigError(f"grad_accum must be >= 1, got {self.grad_accum}")
+
+
+@dataclass
+class EvalConfig:
+    """Dense retrieval over the full corpus; ``every`` > 0 evaluates dev every so many steps (best kept)."""
+
+    every: int = 0
+    metric: str = "nDCG@10"
+    metrics: list[str] = field(default_factory=lambda: ["nDCG@10", "MRR@10", "R@100", "R@1000"])
+    k: int = 1000
+    batch_size: int = 64
+    test: bool = True
+    at_start: bool = False
+
+
+@dataclass
+class TrainingConfig:
+    """Everything one run needs. ``seed`` drives the batch plan, dropout and init; shared stages use their own seeds."""
+
+    name: str = "tasb"
+    seed: int = 0
+    output_dir: str | None = None
+    work_dir: str | None = None
+    alpha: float = 0.75
+    data: DataConfig = field(default_factory=DataConfig)
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
+    teachers: TeachersConfig = field(default_factory=TeachersConfig)
+    clusters: ClustersConfig = field(default_factory=ClustersConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log_every: int = 10
+    checkpoint_every: int = 50
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.alpha < 0:
+            raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
+        if self.alpha > 0 and self.teachers.inbatch is None:
+            raise ConfigError("alpha > 0 needs teachers.inbatch")
+        if self.sampler.seed not in (0, self.seed):
+            raise ConfigError("sampler.seed: set the top-level 'seed' instead (the sampler follows it)")
+        self.sampler = dataclasses.replace(self.sampler, seed=self.seed)
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ConfigError("checkpoint_every and log_every must be >= 1")

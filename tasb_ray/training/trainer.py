@@ -1,0 +1,325 @@
+"""The TAS-Balanced training loop: resumable, deterministic on CPU, reporting through pluggable reporters."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tasb_ray.config import dump_yaml, to_dict
+from tasb_ray.errors import TasbRayError
+from tasb_ray.evaluation.metrics import evaluate
+from tasb_ray.evaluation.pipeline import build_dense_index, dense_search
+from tasb_ray.fileio import atomic_dir, write_json, write_text
+from tasb_ray.losses import TasbLoss
+from tasb_ray.models.encoder import BertDot, pick_device
+from tasb_ray.training.config import TrainingConfig
+from tasb_ray.training.sampling import Batch, BatchSampler, build_plan, plan_hash, write_plan
+
+CHECKPOINT = "checkpoint"
+BEST = "best"
+STATE = "trainer_state.json"
+HISTORY = "metrics.jsonl"
+
+
+@dataclass
+class TrainData:
+    """Scored pairs (qid, pos_pid, neg_pid, pos_score, neg_score), clusters (qid, cluster) and the texts."""
+
+    pairs: pd.DataFrame
+    query_text: dict[str, str]
+    passage_text: dict[str, str]
+    clusters: pd.DataFrame | None = None
+
+
+@dataclass
+class EvalData:
+    """A split to evaluate by dense retrieval over ``corpus`` (doc_id, text)."""
+
+    split: str
+    corpus: pd.DataFrame
+    queries: pd.DataFrame
+    qrels: pd.DataFrame
+
+
+class Reporter(Protocol):
+    """Receives training events; Ray Tune and MLflow plug in here. Any method may raise to stop the run."""
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_eval(self, step: int, split: str, metrics: dict[str, float]) -> None: ...
+
+    def on_checkpoint(self, step: int, path: Path) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_step: int | None
+    best_metric: float | None
+    plan_hash: str
+    final_dir: Path
+    history: list[dict] = field(default_factory=list)
+
+
+def total_steps(cfg: TrainingConfig, batches_per_epoch: int) -> int:
+    if cfg.optim.max_steps is not None:
+        return int(cfg.optim.max_steps)
+    return max(1, math.ceil(cfg.optim.epochs * batches_per_epoch / cfg.optim.grad_accum))
+
+
+def load_weights(student: BertDot, model_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise TasbRayError(f"{model_dir}: no safetensors weights")
+    state = {}
+    for f in files:
+        state.update(load_file(str(f), device=str(student.device)))
+    student.bert.load_state_dict(state, strict=False)
+
+
+class Trainer:
+    """Trains a BERT-DOT student with ``L = L_pair + alpha * L_inb`` on the batches of a :class:`BatchSampler`.
+
+    Args:
+        cfg: the run's configuration.
+        data: scored training pairs, clusters and texts.
+        output_dir: where checkpoints, the plan, metrics and the final model go.
+        inbatch_teacher: scores the B x 2B (queries x [positives; negatives]) matrix; needed when alpha > 0.
+        dev: dev split for periodic evaluation and best-checkpoint selection.
+        reporters: event sinks (MLflow, Ray Tune, ...).
+    """
+
+    def __init__(self, cfg: TrainingConfig, data: TrainData, output_dir: str | Path, inbatch_teacher=None,
+                 dev: EvalData | None = None, reporters: Sequence[Reporter] = ()):
+        self.cfg = cfg
+        self.data = data
+        self.out = Path(output_dir)
+        self.teacher = inbatch_teacher
+        self.dev = dev
+        self.reporters = list(reporters)
+        if cfg.alpha > 0 and inbatch_teacher is None:
+            raise TasbRayError("alpha > 0 needs an in-batch teacher")
+        self.device = pick_device(cfg.device)
+        clusters = data.clusters if cfg.sampler.uses_clusters else None
+        self.sampler = BatchSampler(data.pairs, cfg.sampler, clusters)
+        self.steps = total_steps(cfg, self.sampler.batches_per_epoch)
+        self.loss_fn = TasbLoss(cfg.alpha)
+
+        torch.manual_seed(cfg.seed)
+        s = cfg.student
+        self.student = BertDot(s.model, pooling=s.pooling, normalize=s.normalize, query_max_len=s.query_max_len,
+                               passage_max_len=s.passage_max_len, attention_dropout=s.attention_dropout)
+        self.student.to(self.device).train()
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        from transformers import get_scheduler
+
+        name = {"constant": "constant_with_warmup"}.get(o.schedule, o.schedule)
+        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=o.warmup_steps,
+                                       num_training_steps=self.steps)
+        self.amp_dtype = None
+        self.scaler = None
+        if o.amp and self.device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if self.amp_dtype == torch.float16:
+                self.scaler = torch.amp.GradScaler("cuda")
+        self.step = 0
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+        self.plan_hash = ""
+        self.history: list[dict] = []
+
+    # -- one step -------------------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast("cpu", enabled=False)
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def batch_loss(self, batch: Batch):
+        q_texts = [self.data.query_text[q] for q in batch.qids]
+        pids = batch.pos_pids + batch.neg_pids
+        p_texts = [self.data.passage_text[p] for p in pids]
+        b = len(batch)
+        scale = self.cfg.student.score_scale
+        with self._autocast():
+            q = self.student.embed(q_texts, "query").float()
+            p = self.student.embed(p_texts, "passage").float()
+        pos, neg = p[:b], p[b:]
+        s_pos = (q * pos).sum(-1) * scale
+        s_neg = (q * neg).sum(-1) * scale
+        t_pos = torch.as_tensor(batch.pos_scores, dtype=torch.float32, device=self.device)
+        t_neg = torch.as_tensor(batch.neg_scores, dtype=torch.float32, device=self.device)
+        if self.cfg.alpha == 0:
+            return self.loss_fn(s_pos, s_neg, t_pos, t_neg)
+        # One teacher call over [positives; negatives], so per-query normalising teachers put both on one scale.
+        t = torch.as_tensor(np.asarray(self.teacher.score_matrix(batch.qids, q_texts, pids, p_texts)),
+                            dtype=torch.float32, device=self.device)
+        s = (q @ p.T) * scale
+        return self.loss_fn(s_pos, s_neg, t_pos, t_neg, s[:, :b], s[:, b:], t[:, :b], t[:, b:])
+
+    def train_step(self) -> dict[str, float]:
+        accum = self.cfg.optim.grad_accum
+        totals = {"loss": 0.0, "loss_pair": 0.0, "loss_inbatch": 0.0}
+        for _ in range(accum):
+            out = self.batch_loss(next(self.sampler))
+            loss = out.total / accum
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            totals["loss"] += out.total.item() / accum
+            totals["loss_pair"] += out.pairwise.item() / accum
+            if out.inbatch is not None:
+                totals["loss_inbatch"] += out.inbatch.item() / accum
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.optim.grad_clip:
+            totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(),
+                                                                       self.cfg.optim.grad_clip))
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        totals["lr"] = self.scheduler.get_last_lr()[0]
+        return totals
+
+    # -- evaluation -----------------------------------------------------------------------------------------------
+
+    def evaluate_split(self, data: EvalData, run_path: Path | None = None) -> dict[str, float]:
+        was = self.student.training
+        self.student.eval()
+        e = self.cfg.eval
+        index = build_dense_index(self.student, data.corpus, e.batch_size)
+        run = dense_search(self.student, index, data.queries, e.k, e.batch_size)
+        self.student.train(was)
+        if run_path is not None:
+            from tasb_ray.data.trec import write_trec_run
+
+            write_trec_run(run, run_path, tag=f"tasb-ray-{self.cfg.name}")
+        return evaluate(run, data.qrels, e.metrics, self.cfg.data.rel_level)
+
+    def _record(self, entry: dict) -> None:
+        self.history.append(entry)
+        with open(self.out / HISTORY, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def _eval_dev(self) -> None:
+        metrics = self.evaluate_split(self.dev)
+        self._record({"step": self.step, "split": self.dev.split, **metrics})
+        for r in self.reporters:
+            r.on_eval(self.step, self.dev.split, metrics)
+        value = metrics[self.cfg.eval.metric]
+        if self.best_metric is None or value > self.best_metric:
+            self.best_metric, self.best_step = value, self.step
+            with atomic_dir(self.out / BEST) as tmp:
+                self.student.save(tmp)
+                write_json(tmp / "best.json", {"step": self.step, **metrics})
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        path = self.out / CHECKPOINT
+        with atomic_dir(path) as tmp:
+            self.student.save(tmp / "model")
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            rng = {"torch": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng["cuda"] = torch.cuda.get_rng_state_all()
+            if self.scaler:
+                rng["scaler"] = self.scaler.state_dict()
+            torch.save(rng, tmp / "rng.pt")
+            write_json(tmp / STATE, {"step": self.step, "sampler": self.sampler.state_dict(),
+                                     "best_metric": self.best_metric, "best_step": self.best_step,
+                                     "plan_hash": self.plan_hash, "config": to_dict(self.cfg)})
+        for r in self.reporters:
+            r.on_checkpoint(self.step, path)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = json.loads((path / STATE).read_text())
+        saved, now = dict(state["config"]), to_dict(self.cfg)
+        # Only what changes the optimisation trajectory must match; paths and logging may differ.
+        for key in ("seed", "alpha", "sampler", "student", "optim", "teachers", "candidates", "clusters", "data"):
+            if saved.get(key) != now.get(key):
+                raise TasbRayError(f"{path}: checkpoint was made with a different '{key}' config; "
+                                   "use a new output_dir or delete the checkpoint")
+        load_weights(self.student, path / "model")
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt"))
+        rng = torch.load(path / "rng.pt", weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.scaler and "scaler" in rng:
+            self.scaler.load_state_dict(rng["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = int(state["step"])
+        self.best_metric, self.best_step = state["best_metric"], state["best_step"]
+        # Events after the checkpoint will be replayed, so drop them from the history.
+        hist = self.out / HISTORY
+        if hist.is_file():
+            kept = [json.loads(x) for x in hist.read_text().splitlines() if x.strip()]
+            self.history = [e for e in kept if e["step"] <= self.step]
+            write_text(hist, "".join(json.dumps(e) + "\n" for e in self.history))
+
+    # -- the run --------------------------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = True) -> TrainResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text(self.out / "config.yaml", dump_yaml(self.cfg))
+        plan = build_plan(self.sampler, self.steps * self.cfg.optim.grad_accum)
+        self.plan_hash = plan_hash(plan)
+        write_plan(plan, self.out / "plan.parquet")
+        if resume and (self.out / CHECKPOINT / STATE).is_file():
+            self.load_checkpoint(self.out / CHECKPOINT)
+        elif (self.out / HISTORY).exists():
+            (self.out / HISTORY).unlink()
+        if self.dev is not None and self.cfg.eval.at_start and self.step == 0:
+            self._eval_dev()
+
+        bar = None
+        if self.cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps, initial=self.step, desc=f"train {self.cfg.name}", unit="step")
+        window: list[dict] = []
+        t0 = time.perf_counter()
+        while self.step < self.steps:
+            logs = self.train_step()
+            window.append(logs)
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+            if self.step % self.cfg.log_every == 0 or self.step == self.steps:
+                mean = {k: float(np.mean([w[k] for w in window if k in w])) for k in window[-1]}
+                mean["step_seconds"] = (time.perf_counter() - t0) / len(window)
+                mean["epoch"] = self.sampler.epoch + self.sampler.batch_in_epoch / self.sampler.batches_per_epoch
+                self._record({"step": self.step, "split": "train", **mean})
+                for r in self.reporters:
+                    r.on_log(self.step, mean)
+                window, t0 = [], time.perf_counter()
+            if self.dev is not None and self.cfg.eval.every and self.step % self.cfg.eval.every == 0:
+                self._eval_dev()
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.steps:
+                self.save_checkpoint()
+        if bar:
+            bar.close()
+        if self.dev is not None and self.cfg.eval.every and self.steps % self.cfg.eval.every != 0:
+            self._eval_dev()  # the last steps would otherwise never compete for "best"
+        final = self.out / "model"
+        with atomic_dir(final) as tmp:
+            self.student.save(tmp)
+        return TrainResult(self.steps, self.best_step, self.best_metric, self.plan_hash, final, self.history)
