@@ -14,6 +14,7 @@ from tasb_ray.errors import TasbRayError
 COMMANDS = {
     "prepare-data": "prepare_data",
     "evaluate": "evaluate",
+    "train": "train",
 }
 
 

@@ -197,18 +197,23 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------------------------------
 
-    def evaluate_split(self, data: EvalData, run_path: Path | None = None) -> dict[str, float]:
+    def evaluate_splits(self, splits: Sequence[EvalData], run_dir: Path | None = None) -> dict[str, dict[str, float]]:
+        """Metrics per split; the corpus (the same object for all splits) is encoded once."""
+        from tasb_ray.data.trec import write_trec_run
+
         was = self.student.training
         self.student.eval()
         e = self.cfg.eval
-        index = build_dense_index(self.student, data.corpus, e.batch_size)
-        run = dense_search(self.student, index, data.queries, e.k, e.batch_size)
+        index, corpus, out = None, None, {}
+        for data in splits:
+            if data.corpus is not corpus:
+                index, corpus = build_dense_index(self.student, data.corpus, e.batch_size), data.corpus
+            run = dense_search(self.student, index, data.queries, e.k, e.batch_size)
+            if run_dir is not None:
+                write_trec_run(run, run_dir / f"{data.split}.trec", tag=f"tasb-ray-{self.cfg.name}")
+            out[data.split] = evaluate(run, data.qrels, e.metrics, self.cfg.data.rel_level)
         self.student.train(was)
-        if run_path is not None:
-            from tasb_ray.data.trec import write_trec_run
-
-            write_trec_run(run, run_path, tag=f"tasb-ray-{self.cfg.name}")
-        return evaluate(run, data.qrels, e.metrics, self.cfg.data.rel_level)
+        return out
 
     def _record(self, entry: dict) -> None:
         self.history.append(entry)
@@ -216,7 +221,7 @@ class Trainer:
             f.write(json.dumps(entry) + "\n")
 
     def _eval_dev(self) -> None:
-        metrics = self.evaluate_split(self.dev)
+        metrics = self.evaluate_splits([self.dev])[self.dev.split]
         self._record({"step": self.step, "split": self.dev.split, **metrics})
         for r in self.reporters:
             r.on_eval(self.step, self.dev.split, metrics)

@@ -1,0 +1,46 @@
+"""Cached pipeline stages: each artefact lives in ``<work_dir>/<stage>-<key>/`` and is built once.
+
+The key hashes everything the artefact depends on, so the trials of a sweep that share data,
+candidates, teacher or cluster settings share one copy. A stage directory is published by an atomic
+rename with ``stage.json`` written last, so an interrupted build is simply built again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from tasb_ray.fileio import atomic_dir, write_json
+
+STAGE_FILE = "stage.json"
+log = logging.getLogger(__name__)
+
+
+def stage_key(inputs: Any) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cached_stage(work_dir: str | os.PathLike, name: str, inputs: Any,
+                 build: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """Return (directory, info) of stage ``name`` for ``inputs``, running ``build(tmp_dir) -> info`` if absent."""
+    path = Path(work_dir) / f"{name}-{stage_key(inputs)}"
+    marker = path / STAGE_FILE
+    if marker.is_file():
+        log.info("stage %s: cached at %s", name, path)
+        return path, json.loads(marker.read_text())["info"]
+    log.info("stage %s: building %s", name, path)
+    with atomic_dir(path) as tmp:
+        info = build(tmp)
+        write_json(tmp / STAGE_FILE, {"name": name, "inputs": inputs, "info": info})
+    return path, info
+
+
+def dataset_identity(manifest: dict) -> dict:
+    """What a dataset's content is: its source files' hashes and the split options."""
+    files = manifest["source"]["files"]
+    return {"name": manifest["name"], "files": {k: v["sha256"] for k, v in files.items()},
+            "options": manifest["options"]}
