@@ -59,6 +59,9 @@ class Teacher(ABC):
             return np.zeros((len(queries), len(passages)), dtype=np.float32)
         return np.asarray(self.score_batch(frame)).reshape(len(queries), len(passages))
 
+    def precompute(self, ids: Sequence[str], texts: Sequence[str], kind: str) -> None:
+        """Warm any per-text cache for ``kind`` ('query' or 'passage'); teachers without one ignore it."""
+
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         """Ray Data protocol: the batch (same rows, same order) with a ``score`` column added."""
         out = batch.copy()

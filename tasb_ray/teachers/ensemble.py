@@ -79,6 +79,10 @@ class EnsembleTeacher(Teacher):
             total += w * znorm_by_group(teacher.score_batch(batch), qids)
         return total
 
+    def precompute(self, ids, texts, kind) -> None:
+        for teacher in self.components:
+            teacher.precompute(ids, texts, kind)
+
     def score_matrix(self, qids, queries, pids, passages) -> np.ndarray:
         total = np.zeros((len(queries), len(passages)), dtype=np.float64)
         for teacher, w in zip(self.components, self.weights):

@@ -288,6 +288,13 @@ class Trainer:
         plan = build_plan(self.sampler, self.steps * self.cfg.optim.grad_accum)
         self.plan_hash = plan_hash(plan)
         write_plan(plan, self.out / "plan.parquet")
+        precompute = getattr(self.teacher, "precompute", None)
+        if precompute is not None:
+            # Encode every training text once, length-sorted, instead of a few per step.
+            qids = sorted(set(self.data.pairs["qid"]))
+            precompute(qids, [self.data.query_text[q] for q in qids], "query")
+            pids = sorted(set(self.data.pairs["pos_pid"]) | set(self.data.pairs["neg_pid"]))
+            precompute(pids, [self.data.passage_text[p] for p in pids], "passage")
         if resume and (self.out / CHECKPOINT / STATE).is_file():
             self.load_checkpoint(self.out / CHECKPOINT)
         elif (self.out / HISTORY).exists():

@@ -422,3 +422,25 @@ def test_nested_ensemble_config_builds_from_paths(score_file, tmp_path):
     # A Ray actor is built the same way, from a dict and a path.
     out = TeacherActor(cfg.to_dict(), str(tmp_path / "corpus.parquet"))(pairs_frame())
     np.testing.assert_allclose(out["score"], t.score_batch(pairs_frame()))
+
+
+def test_bi_encoder_cache_encodes_each_id_once_and_stays_bounded(tiny_model):
+    import numpy as np
+    import pandas as pd
+
+    from tasb_ray.teachers.bi_encoder import BiEncoderTeacher
+
+    teacher = BiEncoderTeacher(tiny_model, similarity="cosine", cache_size=5)
+    calls = []
+    encode = teacher.encode
+    teacher.encode = lambda texts, kind: calls.append((kind, len(texts))) or encode(texts, kind)
+    batch = pd.DataFrame({"qid": ["q1", "q1", "q2"], "pid": ["a", "b", "a"], "query": ["heart", "heart", "brain"],
+                          "passage": ["the heart pumps", "neurons fire", "the heart pumps"]})
+    first = teacher.score_batch(batch)
+    again = teacher.score_batch(batch)
+    assert calls == [("query", 2), ("passage", 2)]  # the second call hit the cache
+    np.testing.assert_array_equal(first, again)
+    uncached = BiEncoderTeacher(tiny_model, similarity="cosine", cache_size=0)
+    np.testing.assert_allclose(uncached.score_batch(batch), first, atol=1e-6)
+    teacher.precompute([f"p{i}" for i in range(4)], [f"text {i}" for i in range(4)], "passage")
+    assert len(teacher._cache["passage"]) <= 5

@@ -4,8 +4,13 @@ import pytest
 
 from tasb_ray.data.prepare import prepare_dataset
 from tasb_ray.errors import ConfigError
-from tasb_ray.training.candidates import (first_stage_candidates, merge_candidates, read_candidates,
-                                          run_to_candidates, write_candidates)
+from tasb_ray.training.candidates import (
+    first_stage_candidates,
+    merge_candidates,
+    read_candidates,
+    run_to_candidates,
+    write_candidates,
+)
 
 
 @pytest.fixture()

@@ -3,8 +3,7 @@ import pandas as pd
 import pytest
 
 from tasb_ray.errors import ConfigError, TasbRayError
-from tasb_ray.training.clusters import (cluster_queries, cluster_stats, encode_and_cluster, read_clusters,
-                                        write_clusters)
+from tasb_ray.training.clusters import cluster_queries, cluster_stats, encode_and_cluster, read_clusters, write_clusters
 from tasb_ray.training.sampling import BatchSampler, SamplerConfig
 
 

@@ -4,9 +4,20 @@ import pytest
 
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.schema import PAIRS_COLUMNS
-from tasb_ray.training.pairs import (attach_texts, build_triples, join_scores, pair_stats, query_batches,
-                                     read_pairs, read_triples, score_pairs, score_triples, unique_pairs, write_pairs,
-                                     write_triples)
+from tasb_ray.training.pairs import (
+    attach_texts,
+    build_triples,
+    join_scores,
+    pair_stats,
+    query_batches,
+    read_pairs,
+    read_triples,
+    score_pairs,
+    score_triples,
+    unique_pairs,
+    write_pairs,
+    write_triples,
+)
 from tasb_ray.training.sampling import BatchSampler, SamplerConfig
 
 
