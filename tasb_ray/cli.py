@@ -15,6 +15,8 @@ COMMANDS = {
     "prepare-data": "prepare_data",
     "evaluate": "evaluate",
     "train": "train",
+    "encode-corpus": "encode_corpus",
+    "encode-queries": "encode_queries",
 }
 
 

@@ -14,16 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from tasb_ray.data import beir, irds, trec
 from tasb_ray.data.splits import carve_dev
 from tasb_ray.errors import DataFormatError, TasbRayError
 from tasb_ray.fileio import atomic_dir, sha256_file, write_json
-from tasb_ray.schema import DOC_ID, QUERY_ID
+from tasb_ray.schema import DOC_ID, QUERY_ID, TEXT
 
-FORMAT_VERSION = 1
+# 2: corpus.parquet gains a ``row`` int64 column (0..N-1, stable row ids for sharded encoding), is written in
+#    row groups of ROW_GROUP_ROWS rows, and the manifest records the sha256 of the Parquet tables ("tables").
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+ROW = "row"
+ROW_GROUP_ROWS = 65_536
 DEFAULT_SEARCH_PATH = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data",)
 
 
@@ -206,8 +211,15 @@ class PreparedDataset:
     def corpus_path(self) -> Path:
         return self.root / "corpus.parquet"
 
-    def corpus(self) -> pd.DataFrame:
-        return pd.read_parquet(self.corpus_path)
+    def corpus(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """``doc_id, text`` in corpus order (pass ``columns`` for others, e.g. the ``row`` id column)."""
+        return pd.read_parquet(self.corpus_path, columns=list(columns or (DOC_ID, TEXT)))
+
+    def table_sha256(self, name: str) -> str:
+        """sha256 of one Parquet table of this cache (``corpus.parquet``, ``queries.parquet``), from the manifest
+        when it has it (format 2), else computed."""
+        recorded = self.manifest.get("tables", {}).get(name, {}).get("sha256")
+        return recorded or sha256_file(self.root / name)
 
     def qrels(self, split: str) -> pd.DataFrame:
         if split not in self.manifest["counts"]["splits"]:
@@ -297,12 +309,16 @@ def prepare_dataset(dataset: str, cache_dir: str | os.PathLike | None = None, op
         },
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    corpus = corpus.reset_index(drop=True)
+    corpus[ROW] = np.arange(len(corpus), dtype=np.int64)
     with atomic_dir(root) as tmp:
-        corpus.to_parquet(tmp / "corpus.parquet", index=False)
+        # Row groups bound what one reader holds and let Ray Data read (and skip, by ``row``) in parallel.
+        corpus.to_parquet(tmp / "corpus.parquet", index=False, row_group_size=ROW_GROUP_ROWS)
         queries.to_parquet(tmp / "queries.parquet", index=False)
         (tmp / "qrels").mkdir()
         for split, table in qrels.items():
             table.to_parquet(tmp / "qrels" / f"{split}.parquet", index=False)
+        manifest["tables"] = {name: {"sha256": sha256_file(tmp / name)} for name in ("corpus.parquet", "queries.parquet")}
         # The manifest is written last: its presence is what marks a cache complete.
         write_json(tmp / MANIFEST, manifest)
     log(f"prepared {src.name}: {len(corpus)} passages, {len(queries)} queries, splits "

@@ -36,9 +36,9 @@ class BM25Index:
             self._stemmer = Stemmer.Stemmer(params.stemmer)
         self._show = show_progress
         self.retriever = bm25s.BM25(k1=params.k1, b=params.b, method=params.method)
-        self.retriever.index(self._tokenize(texts), show_progress=show_progress)
+        self.retriever.index(self.tokenize(texts), show_progress=show_progress)
 
-    def _tokenize(self, texts: Sequence[str]):
+    def tokenize(self, texts: Sequence[str]):
         import bm25s
 
         return bm25s.tokenize(list(texts), stopwords=self.params.stopwords, stemmer=self._stemmer,
@@ -46,7 +46,7 @@ class BM25Index:
 
     def search(self, query_ids: Sequence[str], texts: Sequence[str], k: int = 1000) -> pd.DataFrame:
         k = min(k, len(self.doc_ids))
-        tokens = self._tokenize(texts)
+        tokens = self.tokenize(texts)
         indices, scores = self.retriever.retrieve(tokens, k=k, show_progress=self._show, n_threads=0)
         # bm25s fills a query's tail with zero-score docs when fewer than k match; they are not results.
         indices = np.where(scores > 0, indices, -1)

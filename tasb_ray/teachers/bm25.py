@@ -56,7 +56,7 @@ class BM25Teacher(Teacher):
         """Per query (lazily: one corpus-sized array at a time), its BM25 score of every corpus document."""
         from bm25s.tokenization import convert_tokenized_to_string_list
 
-        tokens = convert_tokenized_to_string_list(self.index._tokenize(list(queries)))
+        tokens = convert_tokenized_to_string_list(self.index.tokenize(list(queries)))
         retriever = self.index.retriever
         n_docs = len(self._row)
         for t in tokens:

@@ -1,0 +1,215 @@
+"""Teacher scoring and query encoding on Ray Data actor pools.
+
+:func:`score_pairs_ray` gives the same scores as the in-process :func:`tasb_ray.training.pairs.score_pairs`, also
+for teachers that normalise per query (ensembles): pairs are sorted and packed into the same whole-query batches
+(:func:`tasb_ray.training.pairs.query_batches`), Ray Data blocks hold whole packed batches, ``map_batches`` with
+``batch_size=None`` hands each actor whole blocks, and the actor calls the teacher once per packed batch. No
+shuffle (``groupby``) is needed, and the actor checks that every packed batch arrived whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tasb_ray.errors import ConfigError, TasbRayError
+from tasb_ray.schema import QUERY_ID, TEXT
+from tasb_ray.teachers.factory import TeacherActor
+
+log = logging.getLogger(__name__)
+
+PAIR_TEXT_COLUMNS = ("qid", "pid", "query", "passage")
+_BATCH, _SIZE, _POS = "_batch", "_batch_rows", "_pos"
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    from tasb_ray.distributed.encode import _assigned_cpus
+
+    n = threads or _assigned_cpus()
+    if n:
+        torch.set_num_threads(max(1, int(n)))
+
+
+class PackedTeacherActor(TeacherActor):
+    """:class:`TeacherActor` for blocks of packed batches: scores each ``_batch`` group with one teacher call.
+
+    Input columns: ``qid, pid, query, passage`` plus ``_batch`` (packed batch id), ``_batch_rows`` (its size) and
+    ``_pos`` (row position in the caller's table). Output: ``_pos, score``.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], corpus_path: str | None = None, threads: int | None = None):
+        _set_threads(threads)
+        super().__init__(cfg, corpus_path)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        out_pos, out_score = [], []
+        for _, group in batch.groupby(_BATCH, sort=False):
+            expected = int(group[_SIZE].iloc[0])
+            if len(group) != expected:
+                raise TasbRayError(f"packed teacher batch split by Ray Data: {len(group)} of {expected} rows")
+            frame = group[list(PAIR_TEXT_COLUMNS)].reset_index(drop=True)
+            scores = np.asarray(self.teacher.score_batch(frame), dtype=np.float64).reshape(-1)
+            if len(scores) != len(frame):
+                raise TasbRayError(f"teacher returned {len(scores)} scores for a batch of {len(frame)} rows")
+            out_pos.append(group[_POS].to_numpy())
+            out_score.append(scores)
+        if not out_pos:
+            return pd.DataFrame({_POS: np.zeros(0, dtype=np.int64), "score": np.zeros(0)})
+        return pd.DataFrame({_POS: np.concatenate(out_pos), "score": np.concatenate(out_score)})
+
+
+def _pool(num_actors: int | None, use_gpu: bool | str) -> tuple[int, dict, int | None]:
+    """(actors, map_batches resources, torch threads) for the connected cluster; see ``encode.cpu_pool``."""
+    from tasb_ray.distributed.encode import cpu_pool
+    from tasb_ray.distributed.runtime import cluster_cpus_gpus
+
+    cpus, gpus = cluster_cpus_gpus()
+    gpu = gpus > 0 if use_gpu == "auto" else bool(use_gpu)
+    if gpu:
+        if gpus < 1:
+            raise TasbRayError("use_gpu=True but the Ray cluster has no GPU")
+        return num_actors or max(1, int(gpus)), {"num_gpus": 1}, None
+    n, threads, logical = cpu_pool(cpus, num_actors)
+    return n, {"num_cpus": logical}, threads
+
+
+def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: str | os.PathLike | None = None,
+                    num_actors: int | None = None, rows_per_batch: int = 256, batches_per_block: int = 8,
+                    use_gpu: bool | str = "auto", address: str | None = None) -> pd.DataFrame:
+    """Teacher scores of ``qid, pid, query, passage`` rows on a Ray Data actor pool → ``qid, pid, score``.
+
+    Equal to :func:`tasb_ray.training.pairs.score_pairs` with ``batch_size=rows_per_batch`` (same sort, same
+    whole-query batches, one teacher call per batch), so per-query normalising ensembles give the same scores.
+
+    Args:
+        pairs_with_texts: ``qid, pid, query, passage`` (e.g. from :func:`tasb_ray.training.pairs.attach_texts`);
+            duplicate (qid, pid) rows are scored once.
+        teacher_cfg: a :class:`tasb_ray.teachers.TeacherConfig` or its dict form.
+        corpus_path: the prepared corpus Parquet, for teachers that need corpus statistics (bm25); every actor
+            reads it, so on a multi-node cluster it must be on a filesystem all nodes see.
+        num_actors: actor pool size (default: one per GPU, else one per CPU).
+        rows_per_batch: rows per teacher call (whole queries; see ``query_batches``).
+        batches_per_block: packed batches per Ray Data block (fewer, larger blocks cost less scheduling).
+        use_gpu: ``auto`` (GPUs when the cluster has them), True or False.
+        address: Ray cluster to join when Ray is not initialised (else a local instance, shut down afterwards).
+
+    Returns:
+        ``qid, pid, score`` sorted by qid, pid (scores float64).
+    """
+    import ray
+
+    from tasb_ray.distributed.runtime import ray_session
+    from tasb_ray.teachers.config import TeacherConfig
+    from tasb_ray.training.pairs import PAIR_KEY, query_batches
+
+    missing = [c for c in PAIR_TEXT_COLUMNS if c not in pairs_with_texts.columns]
+    if missing:
+        raise ConfigError(f"score_pairs_ray: pairs lack column(s) {missing} (need {list(PAIR_TEXT_COLUMNS)})")
+    if not isinstance(batches_per_block, int) or batches_per_block < 1:
+        raise ConfigError(f"batches_per_block must be an integer >= 1, got {batches_per_block!r}")
+    cfg = teacher_cfg if isinstance(teacher_cfg, TeacherConfig) else TeacherConfig.from_dict(teacher_cfg)
+    frame = pd.DataFrame({"qid": pairs_with_texts["qid"].astype(str).to_numpy(dtype=object),
+                          "pid": pairs_with_texts["pid"].astype(str).to_numpy(dtype=object),
+                          "query": pairs_with_texts["query"].to_numpy(dtype=object),
+                          "passage": pairs_with_texts["passage"].to_numpy(dtype=object)})
+    frame = frame.drop_duplicates(list(PAIR_KEY)).sort_values(list(PAIR_KEY), kind="stable").reset_index(drop=True)
+    if frame.empty:
+        return pd.DataFrame({"qid": [], "pid": [], "score": np.zeros(0)}).astype({"qid": object, "pid": object})
+    ranges = query_batches(frame["qid"].to_numpy(), rows_per_batch)
+    batch_id = np.empty(len(frame), dtype=np.int64)
+    batch_rows = np.empty(len(frame), dtype=np.int64)
+    for b, (start, end) in enumerate(ranges):
+        batch_id[start:end] = b
+        batch_rows[start:end] = end - start
+    frame[_BATCH], frame[_SIZE], frame[_POS] = batch_id, batch_rows, np.arange(len(frame), dtype=np.int64)
+    blocks = [frame.iloc[ranges[i][0]:ranges[min(i + batches_per_block, len(ranges)) - 1][1]].reset_index(drop=True)
+              for i in range(0, len(ranges), batches_per_block)]
+
+    with ray_session(address):
+        n, resources, threads = _pool(num_actors, use_gpu)
+        n = max(1, min(n, len(blocks)))
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ds = ray.data.from_pandas(blocks)
+        scored = ds.map_batches(
+            PackedTeacherActor,
+            fn_constructor_kwargs={"cfg": cfg.to_dict(), "threads": threads,
+                                   "corpus_path": str(corpus_path) if corpus_path is not None else None},
+            batch_size=None,  # whole blocks: never split a packed batch
+            batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=n), **resources)
+        scores = np.full(len(frame), np.nan)
+        seen = np.zeros(len(frame), dtype=np.int64)
+        for part in scored.iter_batches(batch_size=None, batch_format="pandas"):
+            pos = part[_POS].to_numpy(dtype=np.int64)
+            scores[pos] = part["score"].to_numpy(dtype=np.float64)
+            np.add.at(seen, pos, 1)
+    if (seen != 1).any():
+        raise TasbRayError(f"score_pairs_ray: {int((seen == 0).sum())} pairs unscored, "
+                           f"{int((seen > 1).sum())} scored twice")
+    return pd.DataFrame({"qid": frame["qid"].to_numpy(), "pid": frame["pid"].to_numpy(), "score": scores})
+
+
+def encode_texts_ray(ids: Sequence[str], texts: Sequence[str], model: str, kind: str = "query", *,
+                     pooling: str = "auto", normalize: bool | None = None, query_max_len: int | None = None,
+                     passage_max_len: int | None = None, batch_size: int = 64, block_rows: int = 1024,
+                     num_actors: int | None = None, use_gpu: bool | str = "auto",
+                     address: str | None = None) -> np.ndarray:
+    """float32 ``[N, dim]`` embeddings of ``texts`` (aligned with ``ids``) from an :class:`EncoderActor` pool.
+
+    The in-memory counterpart of :func:`tasb_ray.distributed.encode.encode_queries` (nothing written): e.g. the
+    training queries to cluster for TAS. Same values as ``encode_queries`` (see ``encode_bucketed``).
+    """
+    import ray
+
+    from tasb_ray.distributed.encode import EMBEDDING, ROW, EncoderActor, resolve_encoder, vectors_of
+    from tasb_ray.distributed.runtime import ray_session
+
+    if kind not in ("query", "passage"):
+        raise ConfigError(f"kind must be 'query' or 'passage', got {kind!r}")
+    if len(ids) != len(texts):
+        raise ConfigError(f"{len(ids)} ids for {len(texts)} texts")
+    name, spec = resolve_encoder(model, pooling, normalize, query_max_len, passage_max_len)
+    n = len(texts)
+    frame = pd.DataFrame({ROW: np.arange(n, dtype=np.int64), QUERY_ID: [str(i) for i in ids],
+                          TEXT: list(texts)})
+    if n == 0:
+        from transformers import AutoConfig
+
+        return np.zeros((0, int(AutoConfig.from_pretrained(name).hidden_size)), dtype=np.float32)
+    blocks = [frame.iloc[s:s + block_rows].reset_index(drop=True) for s in range(0, n, block_rows)]
+    with ray_session(address):
+        actors, resources, threads = _pool(num_actors, use_gpu)
+        actors = max(1, min(actors, len(blocks)))
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ds = ray.data.from_pandas(blocks).map_batches(
+            EncoderActor,
+            fn_constructor_kwargs=dict(model=name, pooling=spec["pooling"], normalize=spec["normalize"],
+                                       query_max_len=spec["query_max_len"], passage_max_len=spec["passage_max_len"],
+                                       kind=kind, id_column=QUERY_ID, batch_size=batch_size,
+                                       device="cuda" if "num_gpus" in resources else "cpu", threads=threads),
+            batch_size=block_rows, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+            **resources)
+        out = None
+        seen = 0
+        for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            rows = part.column(ROW).to_numpy()
+            vec = vectors_of(part.column(EMBEDDING))
+            if out is None:
+                out = np.empty((n, vec.shape[1]), dtype=np.float32)
+            out[rows] = vec
+            seen += len(rows)
+    if seen != n:
+        raise TasbRayError(f"encode_texts_ray: {seen} embeddings for {n} texts")
+    return out
+
+
+def encode_queries_ray(queries: pd.DataFrame, model: str, **kwargs) -> np.ndarray:
+    """Embeddings (kind ``query``) of a ``query_id, text`` frame, in its row order; see :func:`encode_texts_ray`."""
+    return encode_texts_ray(queries[QUERY_ID].tolist(), queries[TEXT].tolist(), model, "query", **kwargs)

@@ -1,0 +1,85 @@
+"""Teacher scoring and query encoding on Ray Data actor pools equal the in-process paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_beir
+
+from tasb_ray.data import prepare_dataset
+from tasb_ray.distributed.scoring import encode_queries_ray, score_pairs_ray
+from tasb_ray.teachers import TeacherConfig, build_teacher
+from tasb_ray.training.pairs import attach_texts, score_pairs
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    import ray
+
+    from tasb_ray.distributed.runtime import init_ray
+
+    started = init_ray(num_cpus=2, temp_dir=tmp_path_factory.mktemp("ray"), object_store_memory=256 * 2**20)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = write_beir(tmp_path_factory.mktemp("data") / "tinybeir")
+    return prepare_dataset(str(root), cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def pairs(prepared):
+    """Every train query with 5-7 passages (varying counts, so packed batches hold 1-3 queries)."""
+    rng = np.random.default_rng(0)
+    corpus = prepared.corpus()
+    queries = prepared.queries("train")
+    rows = []
+    for i, qid in enumerate(queries["query_id"]):
+        for pid in rng.choice(corpus["doc_id"].to_numpy(), size=5 + i % 3, replace=False):
+            rows.append((qid, pid))
+    frame = pd.DataFrame(rows, columns=["qid", "pid"])
+    # Shuffled, with duplicates: both paths sort and de-duplicate.
+    frame = pd.concat([frame, frame.iloc[:5]]).sample(frac=1.0, random_state=1).reset_index(drop=True)
+    return frame, queries, corpus
+
+
+def _both(pairs, prepared, cfg, rows_per_batch=13):
+    frame, queries, corpus = pairs
+    want = score_pairs(frame, queries, corpus, build_teacher(cfg, corpus), batch_size=rows_per_batch)
+    got = score_pairs_ray(attach_texts(frame, queries, corpus), cfg.to_dict(), corpus_path=prepared.corpus_path,
+                          num_actors=1, rows_per_batch=rows_per_batch, batches_per_block=2)
+    return want, got
+
+
+def test_bm25_teacher_scores_equal_in_process(ray_local, pairs, prepared):
+    want, got = _both(pairs, prepared, TeacherConfig(kind="bm25"))
+    assert len(got) == len(want) == len(pairs[0].drop_duplicates())
+    pd.testing.assert_frame_equal(got[["qid", "pid"]], want[["qid", "pid"]])
+    np.testing.assert_array_equal(got["score"].to_numpy(), want["score"].to_numpy())
+
+
+def test_ensemble_teacher_scores_equal_in_process(ray_local, pairs, prepared, tiny_model):
+    cfg = TeacherConfig.from_dict({"kind": "ensemble", "components": [
+        {"kind": "bm25"},
+        {"kind": "bi-encoder", "model": str(tiny_model), "max_query_len": 16, "max_passage_len": 32,
+         "weight": 0.5}]})
+    want, got = _both(pairs, prepared, cfg)
+    pd.testing.assert_frame_equal(got[["qid", "pid"]], want[["qid", "pid"]])
+    # The actor runs torch with its own thread count: equal up to float rounding. A query split across
+    # batches would change its z-scores by far more than this.
+    np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), atol=1e-6, rtol=0)
+    per_query = got.groupby("qid")["score"].mean()
+    np.testing.assert_allclose(per_query.to_numpy(), 0.0, atol=1e-9)  # z-scores sum to 0 within each query
+
+
+def test_encode_queries_ray_equals_in_process(ray_local, prepared, tiny_model):
+    from tasb_ray.models.encoder import BertDot
+
+    queries = prepared.queries("train")
+    got = encode_queries_ray(queries, str(tiny_model), block_rows=7, num_actors=1)
+    want = BertDot(str(tiny_model)).encode(queries["text"].tolist(), "query")
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
