@@ -8,8 +8,13 @@ from __future__ import annotations
 import argparse
 
 from tasb_ray.commands.common import add_dataset_arguments, open_dataset
-from tasb_ray.commands.encode_corpus import (add_encoder_arguments, add_ray_arguments, add_sharding_arguments,
-                                             gpu_choice, print_summary)
+from tasb_ray.commands.encode_corpus import (
+    add_encoder_arguments,
+    add_ray_arguments,
+    add_sharding_arguments,
+    gpu_choice,
+    print_summary,
+)
 
 HELP = "encode the queries of a split into resumable embedding shards (Ray Data)"
 

@@ -1,6 +1,11 @@
 """Ray-distributed stages: sharded resumable encoding, teacher scoring and query encoding on Ray Data."""
 
-from tasb_ray.distributed.encode import encode_corpus, encode_queries, load_embeddings, read_manifest
+from tasb_ray.distributed.encode import (
+    encode_corpus,
+    encode_queries,
+    load_embeddings,
+    read_manifest,
+)
 from tasb_ray.distributed.runtime import init_ray, ray_session
 
 __all__ = ["encode_corpus", "encode_queries", "load_embeddings", "read_manifest", "init_ray", "ray_session"]

@@ -25,6 +25,7 @@ Layout of an output directory (local path or a pyarrow-filesystem URI)::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -35,7 +36,7 @@ import uuid
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -280,12 +281,15 @@ class _Input:
     frame: pd.DataFrame | None = None  # id, text, row
     shared_fs: bool = False
 
-    def ids(self) -> np.ndarray:
-        if self.frame is not None:
-            return self.frame[self.id_column].to_numpy(dtype=object)
+    def id_array(self):
+        """The ids in row order as one Arrow string array (compact: no Python objects)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.parquet, columns=[self.id_column]).column(0).to_numpy(zero_copy_only=False)
+        if self.frame is not None:
+            return pa.array(self.frame[self.id_column].astype(str).tolist(), type=pa.string())
+        col = pq.read_table(self.parquet, columns=[self.id_column]).column(0)
+        return col.combine_chunks().cast(pa.string())
 
     def dataset(self, row_ranges: list[tuple[int, int]], block_rows: int):
         """A Ray Dataset of ``row, id, text`` restricted to ``row_ranges`` (``[start, end)``, sorted)."""
@@ -312,7 +316,9 @@ class _Input:
                 term = (col(ROW) >= lit(int(a))) & (col(ROW) < lit(int(b)))
                 expr = term if expr is None else expr | term
             ds = ds.filter(expr=expr)
-        return ds.select_columns([ROW, self.id_column, TEXT])
+        # Streaming re-blocking (no shuffle): a small corpus is one Parquet block, and an actor pool only spreads
+        # work over actors block by block.
+        return ds.select_columns([ROW, self.id_column, TEXT]).repartition(target_num_rows_per_block=block_rows)
 
 
 def _corpus_input(ds, shared_fs: bool) -> _Input:
@@ -568,6 +574,8 @@ def _run(inp: _Input, model: str, out_dir: str | os.PathLike, o: EncodeOptions) 
 
     dim = None
     timing: dict[str, float] = {}
+    if missing and manifest is not None:
+        out.delete(MANIFEST)  # shards went missing since it was written: the directory is incomplete again
     if missing:
         dim = _encode_missing(inp, name, spec, out, plan, missing, key, o, shards, timing)
     encoded = len(missing)
@@ -578,27 +586,28 @@ def _run(inp: _Input, model: str, out_dir: str | os.PathLike, o: EncodeOptions) 
     total = sum(shards[s]["rows"] for s in shards)
     if total != inp.rows:
         raise TasbRayError(f"{out.display}: {total} rows encoded, the input has {inp.rows}")
-    ids, dim_read = _read_ids(out, plan, inp.id_column)
-    dim = dim or dim_read
-    expected = inp.ids()
-    if len(ids) != len(expected) or not np.array_equal(ids.astype(str), expected.astype(str)):
-        raise TasbRayError(f"{out.display}: encoded ids differ from the input's {inp.id_column} column "
-                           "(rows out of order or lost)")
-    if not pd.Index(ids).is_unique:
-        dup = pd.Index(ids)[pd.Index(ids).duplicated()][0]
-        raise TasbRayError(f"{out.display}: {inp.id_column} {dup!r} appears more than once in the input; "
-                           "ids must be unique")
+    dim = _verify_ids(out, plan, inp) or dim
+    # sha256 of kept shards: from a matching manifest when the file is unchanged in size, else by reading them.
+    recorded = {sh["file"]: sh for sh in (manifest or {}).get("shards", [])}
     for s in kept:
-        shards[s]["sha256"] = out.sha256(shards[s]["file"])
+        prior = recorded.get(shards[s]["file"], {})
+        same = prior.get("bytes") == shards[s]["bytes"] and prior.get("sha256")
+        shards[s]["sha256"] = prior["sha256"] if same else out.sha256(shards[s]["file"])
 
     index_info = None
-    if o.index:
+    previous_index = (manifest or {}).get("index") if out.exists(INDEX_DIR) else None
+    if o.index and previous_index and previous_index.get("kind") == o.index and not missing:
+        index_info = previous_index  # same embeddings, same kind: keep it
+    elif o.index:
         t = time.perf_counter()
         index_info = _build_index(out, o.index, {"model": name, "spec": spec, "dataset": inp.identity.get("name"),
                                                  "embeddings": {"key": key, "rows": inp.rows}}, plan.n_shards)
         timing["index_s"] = time.perf_counter() - t
-    elif manifest is not None and manifest.get("index") and out.exists(INDEX_DIR):
-        index_info = manifest["index"]
+    elif previous_index and not missing:
+        index_info = previous_index
+    elif out.exists(INDEX_DIR):
+        log.info("%s: removing the index of the previous embeddings (pass index=... to rebuild it)", out.display)
+        out.delete(INDEX_DIR)
 
     timing["total_s"] = time.perf_counter() - t_start
     o.stats.update(encoded_shards=encoded, reused_shards=len(kept), **timing)
@@ -618,10 +627,16 @@ def _run(inp: _Input, model: str, out_dir: str | os.PathLike, o: EncodeOptions) 
 
 def _mismatch_message(out: _Out, manifest: dict, ident: dict) -> str:
     diffs = []
-    for k, label in (("model", "model"), ("encoder", "encoder settings"), ("kind", "kind"),
-                     ("shard_rows", "shard_rows"), ("model_fingerprint", "model weights")):
+    for k, label in (("model", "model"), ("kind", "kind"), ("shard_rows", "shard_rows")):
         if manifest.get(k) != ident.get(k):
             diffs.append(f"{label} {manifest.get(k)!r} there, {ident.get(k)!r} now")
+    if manifest.get("model") == ident["model"] and manifest.get("model_fingerprint") != ident["model_fingerprint"]:
+        diffs.append("model weights changed")
+    old_spec, new_spec = manifest.get("encoder") or {}, ident["encoder"]
+    changed = [f"{k} {old_spec.get(k)!r} there, {new_spec.get(k)!r} now" for k in sorted(new_spec)
+               if old_spec.get(k) != new_spec.get(k)]
+    if changed:
+        diffs.append("encoder settings: " + ", ".join(changed))
     if manifest.get("dataset") != ident["data"]:
         old, new = manifest.get("dataset") or {}, ident["data"]
         diffs.append(f"data {old.get('name')}/{old.get('sha256', '')[:12]} there, "
@@ -640,7 +655,6 @@ def _clear(out: _Out) -> None:
 
 def _encode_missing(inp: _Input, name: str, spec: dict, out: _Out, plan: _Plan, missing: list[int], key: str,
                     o: EncodeOptions, shards: dict, timing: dict) -> int:
-    import ray
 
     from tasb_ray.distributed.runtime import cluster_cpus_gpus, ray_session
 
@@ -655,65 +669,92 @@ def _encode_missing(inp: _Input, name: str, spec: dict, out: _Out, plan: _Plan, 
         else:
             num_actors, threads, logical = cpu_pool(cpus, o.num_actors, o.cpus_per_actor)
             resources = {"num_cpus": logical}
-        log.info("encoding %d shards with %d %s actor(s)", len(missing), num_actors, "GPU" if use_gpu else "CPU")
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.execution_options.preserve_order = True
-        source = inp.dataset(_row_ranges(plan, missing), o.block_rows)
-        encoded = source.map_batches(
-            EncoderActor,
-            fn_constructor_kwargs=dict(model=name, pooling=spec["pooling"], normalize=spec["normalize"],
-                                       query_max_len=spec["query_max_len"], passage_max_len=spec["passage_max_len"],
-                                       kind=inp.kind, id_column=inp.id_column, batch_size=o.batch_size,
-                                       device="cuda" if use_gpu else "cpu", threads=threads),
-            batch_size=o.block_rows, batch_format="pyarrow", zero_copy_batch=True,
-            compute=ray.data.ActorPoolStrategy(size=num_actors), **resources)
-        encoded.context.execution_options.preserve_order = True
-        encoded.context.enable_progress_bars = False
+        todo_rows = sum(plan.bounds(s)[1] - plan.bounds(s)[0] for s in missing)
+        # At least ~4 blocks per actor, so a small job does not end with one busy actor and the rest idle.
+        block_rows = max(1, min(o.block_rows, -(-todo_rows // (4 * num_actors))))
+        log.info("encoding %d shards (%d rows) with %d %s actor(s), %d rows per block", len(missing), todo_rows,
+                 num_actors, "GPU" if use_gpu else "CPU", block_rows)
+        with data_context(preserve_order=True):
+            return _stream(inp, name, spec, out, plan, missing, key, o, shards, timing, use_gpu, num_actors,
+                           threads, resources, block_rows)
 
-        progress = None
-        if o.show_progress:
-            from tqdm.auto import tqdm
 
-            progress = tqdm(total=plan.rows, initial=sum(shards[s]["rows"] for s in shards), unit="row",
-                            desc=f"encode {inp.kind}s", smoothing=0.1)
-        written = [0]
-        t0 = time.perf_counter()
+@contextlib.contextmanager
+def data_context(preserve_order: bool = False):
+    """Ray Data settings for the datasets built and run in the block, restored afterwards."""
+    import ray
 
-        def on_written(s: int, info: dict) -> None:
-            shards[s] = info
-            written[0] += 1
-            now = time.perf_counter()
-            if written[0] == 1:
-                timing["first_shard_s"] = now - t0
-                timing["_first_shard_at"] = now
-                timing["_first_shard_rows"] = info["rows"]
-            timing["_last_shard_at"] = now
-            if progress is not None:
-                progress.update(info["rows"])
-            if o.fail_after_shards is not None and written[0] >= o.fail_after_shards:
-                raise InjectedFailure(f"injected failure after {written[0]} shard(s) (fail_after_shards)")
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.enable_progress_bars, ctx.execution_options.preserve_order)
+    ctx.enable_progress_bars = False  # our own tqdm bar counts rows as shards are written
+    ctx.execution_options.preserve_order = preserve_order
+    try:
+        yield ctx
+    finally:
+        ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
 
-        writer = _ShardWriter(out, plan, missing, inp.id_column, key, on_written)
-        batches = encoded.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
-        try:
-            for batch in batches:
-                writer.add(batch)
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
-            if progress is not None:
-                progress.close()
-        if writer.todo:
-            raise TasbRayError(f"Ray Data returned no rows for shards {sorted(writer.todo)}")
-        timing["encode_s"] = time.perf_counter() - t0
-        first, last = timing.pop("_first_shard_at"), timing.pop("_last_shard_at")
-        first_rows = timing.pop("_first_shard_rows")
-        steady_rows = sum(shards[s]["rows"] for s in missing) - first_rows
-        if last > first and steady_rows > 0:
-            timing["steady_rows_per_s"] = steady_rows / (last - first)
-        return writer.dim
+
+def _stream(inp: _Input, name: str, spec: dict, out: _Out, plan: _Plan, missing: list[int], key: str,
+            o: EncodeOptions, shards: dict, timing: dict, use_gpu: bool, num_actors: int, threads: int | None,
+            resources: dict, block_rows: int) -> int:
+    """Run the Ray Data pipeline over the missing shards' rows and write each shard as it completes."""
+    import ray
+
+    source = inp.dataset(_row_ranges(plan, missing), block_rows)
+    encoded = source.map_batches(
+        EncoderActor,
+        fn_constructor_kwargs=dict(model=name, pooling=spec["pooling"], normalize=spec["normalize"],
+                                   query_max_len=spec["query_max_len"], passage_max_len=spec["passage_max_len"],
+                                   kind=inp.kind, id_column=inp.id_column, batch_size=o.batch_size,
+                                   device="cuda" if use_gpu else "cpu", threads=threads),
+        batch_size=block_rows, batch_format="pyarrow", zero_copy_batch=True,
+        compute=ray.data.ActorPoolStrategy(size=num_actors), **resources)
+    encoded.context.execution_options.preserve_order = True
+    encoded.context.enable_progress_bars = False
+
+    progress = None
+    if o.show_progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=plan.rows, initial=sum(shards[s]["rows"] for s in shards), unit="row",
+                        desc=f"encode {inp.kind}s", smoothing=0.1)
+    written = [0]
+    t0 = time.perf_counter()
+
+    def on_written(s: int, info: dict) -> None:
+        shards[s] = info
+        written[0] += 1
+        now = time.perf_counter()
+        if written[0] == 1:
+            timing["first_shard_s"] = now - t0
+            timing["_first_shard_at"] = now
+            timing["_first_shard_rows"] = info["rows"]
+        timing["_last_shard_at"] = now
+        if progress is not None:
+            progress.update(info["rows"])
+        if o.fail_after_shards is not None and written[0] >= o.fail_after_shards:
+            raise InjectedFailure(f"injected failure after {written[0]} shard(s) (fail_after_shards)")
+
+    writer = _ShardWriter(out, plan, missing, inp.id_column, key, on_written)
+    batches = encoded.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
+    try:
+        for batch in batches:
+            writer.add(batch)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+        if progress is not None:
+            progress.close()
+    if writer.todo:
+        raise TasbRayError(f"Ray Data returned no rows for shards {sorted(writer.todo)}")
+    timing["encode_s"] = time.perf_counter() - t0
+    first, last = timing.pop("_first_shard_at"), timing.pop("_last_shard_at")
+    first_rows = timing.pop("_first_shard_rows")
+    steady_rows = sum(shards[s]["rows"] for s in missing) - first_rows
+    if last > first and steady_rows > 0:
+        timing["steady_rows_per_s"] = steady_rows / (last - first)
+    return writer.dim
 
 
 def cpu_pool(cpus: float, num_actors: int | None = None, cpus_per_actor: int | None = None) -> tuple[int, int, float]:
@@ -732,16 +773,33 @@ def cpu_pool(cpus: float, num_actors: int | None = None, cpus_per_actor: int | N
     return int(num_actors), threads, logical
 
 
-def _read_ids(out: _Out, plan: _Plan, id_column: str) -> tuple[np.ndarray, int]:
+def _verify_ids(out: _Out, plan: _Plan, inp: _Input) -> int:
+    """Every shard's ids equal the input's ids of its row range, and the input's ids are unique; the dim.
+
+    Works on Arrow arrays, one shard at a time: for 8.8M MS MARCO ids that is ~100 MB, not GBs of Python strings.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    parts, dim = [], None
+    expected = inp.id_array()
+    if len(expected) != plan.rows:
+        raise TasbRayError(f"{out.display}: the input has {len(expected)} rows now, {plan.rows} when planned")
+    if pc.count_distinct(expected).as_py() != len(expected):
+        ids = pd.Index(expected.to_pylist())
+        raise TasbRayError(f"{out.display}: {inp.id_column} {ids[ids.duplicated()][0]!r} appears more than once in "
+                           "the input; ids must be unique")
+    dim = 0
     for s in range(plan.n_shards):
+        start, end = plan.bounds(s)
         with out.fs.open_input_file(out.join(shard_name(s))) as f:
             pf = pq.ParquetFile(f)
-            dim = pf.schema_arrow.field(EMBEDDING).type.list_size
-            parts.append(pf.read(columns=[id_column]).column(0).to_numpy(zero_copy_only=False))
-    return (np.concatenate(parts) if parts else np.zeros(0, dtype=object)), int(dim or 0)
+            dim = int(pf.schema_arrow.field(EMBEDDING).type.list_size)
+            got = pf.read(columns=[inp.id_column]).column(0).combine_chunks().cast(pa.string())
+        if not got.equals(expected.slice(start, end - start)):
+            raise TasbRayError(f"{out.display}: {shard_name(s)} holds other ids than rows {start}..{end - 1} of the "
+                               "input (rows out of order or lost)")
+    return dim
 
 
 def iter_shards(out: str | os.PathLike, verify: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -844,7 +902,8 @@ def encode_corpus(ds, model: str, out: str | os.PathLike, *, pooling: str = "aut
         model: Hugging Face id, local path or short name.
         out: output directory (local path, or a URI pyarrow.fs understands).
         pooling, normalize, passage_max_len: encoder settings (default: the model's own).
-        batch_size: rows per forward pass; block_rows: rows per Ray Data batch handed to an actor.
+        batch_size: rows per forward pass; block_rows: rows per Ray Data batch handed to an actor (at most; smaller
+            for small jobs so each actor gets at least ~4 batches).
         shard_rows: rows per shard file (fixed row ranges: shard ``i`` holds rows ``[i*S, (i+1)*S)``).
         num_actors: actor pool size (default: one per GPU, else one per ``cpus_per_actor`` CPUs of the cluster).
         cpus_per_actor: torch threads per CPU actor (default: the actor's share of the cluster's CPUs); see

@@ -64,7 +64,8 @@ class PackedTeacherActor(TeacherActor):
         return pd.DataFrame({_POS: np.concatenate(out_pos), "score": np.concatenate(out_score)})
 
 
-def _pool(num_actors: int | None, use_gpu: bool | str) -> tuple[int, dict, int | None]:
+def _pool(num_actors: int | None, use_gpu: bool | str,
+          cpus_per_actor: int | None = None) -> tuple[int, dict, int | None]:
     """(actors, map_batches resources, torch threads) for the connected cluster; see ``encode.cpu_pool``."""
     from tasb_ray.distributed.encode import cpu_pool
     from tasb_ray.distributed.runtime import cluster_cpus_gpus
@@ -75,17 +76,21 @@ def _pool(num_actors: int | None, use_gpu: bool | str) -> tuple[int, dict, int |
         if gpus < 1:
             raise TasbRayError("use_gpu=True but the Ray cluster has no GPU")
         return num_actors or max(1, int(gpus)), {"num_gpus": 1}, None
-    n, threads, logical = cpu_pool(cpus, num_actors)
+    n, threads, logical = cpu_pool(cpus, num_actors, cpus_per_actor)
     return n, {"num_cpus": logical}, threads
 
 
 def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: str | os.PathLike | None = None,
                     num_actors: int | None = None, rows_per_batch: int = 256, batches_per_block: int = 8,
-                    use_gpu: bool | str = "auto", address: str | None = None) -> pd.DataFrame:
+                    use_gpu: bool | str = "auto", cpus_per_actor: int | None = None,
+                    address: str | None = None) -> pd.DataFrame:
     """Teacher scores of ``qid, pid, query, passage`` rows on a Ray Data actor pool → ``qid, pid, score``.
 
     Equal to :func:`tasb_ray.training.pairs.score_pairs` with ``batch_size=rows_per_batch`` (same sort, same
     whole-query batches, one teacher call per batch), so per-query normalising ensembles give the same scores.
+    With one actor the batches also run in the same order. With several, neural teachers that cache vectors by
+    id (bi-encoder) can differ by float rounding (a vector depends on the padding of the batch that first
+    encoded it), which per-query z-normalisation magnifies where a teacher's scores of a query are near-tied.
 
     Args:
         pairs_with_texts: ``qid, pid, query, passage`` (e.g. from :func:`tasb_ray.training.pairs.attach_texts`);
@@ -97,6 +102,7 @@ def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: st
         rows_per_batch: rows per teacher call (whole queries; see ``query_batches``).
         batches_per_block: packed batches per Ray Data block (fewer, larger blocks cost less scheduling).
         use_gpu: ``auto`` (GPUs when the cluster has them), True or False.
+        cpus_per_actor: torch threads per CPU actor (default: the actor's share of the CPUs).
         address: Ray cluster to join when Ray is not initialised (else a local instance, shut down afterwards).
 
     Returns:
@@ -104,6 +110,7 @@ def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: st
     """
     import ray
 
+    from tasb_ray.distributed.encode import data_context
     from tasb_ray.distributed.runtime import ray_session
     from tasb_ray.teachers.config import TeacherConfig
     from tasb_ray.training.pairs import PAIR_KEY, query_batches
@@ -131,11 +138,11 @@ def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: st
     blocks = [frame.iloc[ranges[i][0]:ranges[min(i + batches_per_block, len(ranges)) - 1][1]].reset_index(drop=True)
               for i in range(0, len(ranges), batches_per_block)]
 
-    with ray_session(address):
-        n, resources, threads = _pool(num_actors, use_gpu)
+    # preserve_order: blocks reach an actor in table order, so a teacher with a per-id vector cache (bi-encoder)
+    # fills it in the same order as the in-process loop (its vectors depend on their first batch's padding).
+    with ray_session(address), data_context(preserve_order=True):
+        n, resources, threads = _pool(num_actors, use_gpu, cpus_per_actor)
         n = max(1, min(n, len(blocks)))
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
         ds = ray.data.from_pandas(blocks)
         scored = ds.map_batches(
             PackedTeacherActor,
@@ -159,7 +166,7 @@ def encode_texts_ray(ids: Sequence[str], texts: Sequence[str], model: str, kind:
                      pooling: str = "auto", normalize: bool | None = None, query_max_len: int | None = None,
                      passage_max_len: int | None = None, batch_size: int = 64, block_rows: int = 1024,
                      num_actors: int | None = None, use_gpu: bool | str = "auto",
-                     address: str | None = None) -> np.ndarray:
+                     cpus_per_actor: int | None = None, address: str | None = None) -> np.ndarray:
     """float32 ``[N, dim]`` embeddings of ``texts`` (aligned with ``ids``) from an :class:`EncoderActor` pool.
 
     The in-memory counterpart of :func:`tasb_ray.distributed.encode.encode_queries` (nothing written): e.g. the
@@ -167,7 +174,14 @@ def encode_texts_ray(ids: Sequence[str], texts: Sequence[str], model: str, kind:
     """
     import ray
 
-    from tasb_ray.distributed.encode import EMBEDDING, ROW, EncoderActor, resolve_encoder, vectors_of
+    from tasb_ray.distributed.encode import (
+        EMBEDDING,
+        ROW,
+        EncoderActor,
+        data_context,
+        resolve_encoder,
+        vectors_of,
+    )
     from tasb_ray.distributed.runtime import ray_session
 
     if kind not in ("query", "passage"):
@@ -183,11 +197,9 @@ def encode_texts_ray(ids: Sequence[str], texts: Sequence[str], model: str, kind:
 
         return np.zeros((0, int(AutoConfig.from_pretrained(name).hidden_size)), dtype=np.float32)
     blocks = [frame.iloc[s:s + block_rows].reset_index(drop=True) for s in range(0, n, block_rows)]
-    with ray_session(address):
-        actors, resources, threads = _pool(num_actors, use_gpu)
+    with ray_session(address), data_context():
+        actors, resources, threads = _pool(num_actors, use_gpu, cpus_per_actor)
         actors = max(1, min(actors, len(blocks)))
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
         ds = ray.data.from_pandas(blocks).map_batches(
             EncoderActor,
             fn_constructor_kwargs=dict(model=name, pooling=spec["pooling"], normalize=spec["normalize"],

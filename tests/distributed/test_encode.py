@@ -7,11 +7,19 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_beir
+from beir_fixture import write_beir
 
 from tasb_ray.data import prepare_dataset
-from tasb_ray.distributed.encode import (MANIFEST, InjectedFailure, _Out, encode_corpus, encode_queries,
-                                         load_embeddings, read_manifest, shard_name)
+from tasb_ray.distributed.encode import (
+    MANIFEST,
+    InjectedFailure,
+    _Out,
+    encode_corpus,
+    encode_queries,
+    load_embeddings,
+    read_manifest,
+    shard_name,
+)
 from tasb_ray.errors import TasbRayError
 
 SHARD_ROWS = 7  # 32 passages -> shards of 7, 7, 7, 7, 4
