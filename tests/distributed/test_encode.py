@@ -26,18 +26,6 @@ SHARD_ROWS = 7  # 32 passages -> shards of 7, 7, 7, 7, 4
 
 
 @pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    import ray
-
-    from tasb_ray.distributed.runtime import init_ray
-
-    started = init_ray(num_cpus=2, temp_dir=tmp_path_factory.mktemp("ray"), object_store_memory=256 * 2**20)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def beir_dir(tmp_path_factory):
     return write_beir(tmp_path_factory.mktemp("data") / "tinybeir")
 

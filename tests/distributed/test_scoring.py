@@ -14,18 +14,6 @@ from tasb_ray.training.pairs import attach_texts, score_pairs
 
 
 @pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    import ray
-
-    from tasb_ray.distributed.runtime import init_ray
-
-    started = init_ray(num_cpus=2, temp_dir=tmp_path_factory.mktemp("ray"), object_store_memory=256 * 2**20)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     root = write_beir(tmp_path_factory.mktemp("data") / "tinybeir")
     return prepare_dataset(str(root), cache_dir=tmp_path_factory.mktemp("cache"))
@@ -62,22 +50,23 @@ def test_bm25_teacher_scores_equal_in_process(ray_local, pairs, prepared):
     np.testing.assert_array_equal(got["score"].to_numpy(), want["score"].to_numpy())
 
 
-def test_ensemble_teacher_scores_equal_in_process(ray_local, pairs, prepared, tiny_model):
+def test_ensemble_teacher_scores_equal_in_process(ray_local, pairs, prepared):
+    # Two exact BM25 members: what is under test is that whole queries reach one batch, which per-query
+    # z-normalisation needs. (A tiny random bi-encoder's near-tied scores made z-normalisation magnify thread-order
+    # float rounding past 1e-6 in 1 of 3 runs; neural equality is covered by the encoding tests.)
     cfg = TeacherConfig.from_dict({"kind": "ensemble", "components": [
-        {"kind": "bm25"},
-        {"kind": "bi-encoder", "model": str(tiny_model), "max_query_len": 16, "max_passage_len": 32,
-         "weight": 0.5}]})
+        {"kind": "bm25"}, {"kind": "bm25", "k1": 1.5, "b": 0.75, "weight": 0.5}]})
     want, got = _both(pairs, prepared, cfg)
     pd.testing.assert_frame_equal(got[["qid", "pid"]], want[["qid", "pid"]])
-    # One single-threaded actor, like this process: the same batches in the same order. Compared to 1e-6 all the
-    # same, as the tiny random BERT's near-tied scores make z-normalisation magnify any float rounding.
-    np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), atol=1e-9, rtol=0)
     # ... and the tolerance is meaningful: scoring a query in two halves moves its scores far more.
     _, queries, corpus = pairs
-    first = attach_texts(want[want["qid"] == want["qid"].iloc[0]], queries, corpus)
+    qid = want.groupby("qid")["score"].std().idxmax()  # random passages often share no term with a query
+    rows = want[want["qid"] == qid]
+    first = attach_texts(rows, queries, corpus)
     teacher = build_teacher(cfg, corpus)
     halves = np.concatenate([teacher.score_batch(first.iloc[:3]), teacher.score_batch(first.iloc[3:])])
-    assert np.abs(halves - want["score"].to_numpy()[:len(first)]).max() > 1e-3
+    assert np.abs(halves - rows["score"].to_numpy()).max() > 1e-3
 
 
 def test_encode_queries_ray_equals_in_process(ray_local, prepared, tiny_model):
