@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -110,6 +109,3 @@ def default_run_path(dataset: str, split: str, retriever: str, model: str | None
     tag = retriever if retriever == "bm25" else f"{retriever}-{Path(str(model)).name}"
     return Path("runs") / f"{Path(dataset).name}.{split}.{tag}.trec"
 
-
-def ensure_parent(path: str | os.PathLike) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, replace
@@ -159,7 +160,7 @@ class BertDot(nn.Module):
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"encode {kind}s", unit="batch")
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else _nullcontext()
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else contextlib.nullcontext()
         with autocast:
             for s in starts:
                 idx = order[s:s + batch_size]
@@ -174,14 +175,6 @@ class BertDot(nn.Module):
         self.bert.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
         (path / SPEC_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -8,11 +8,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-
-def pick_device(device: str | None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from tasb_ray.models.encoder import pick_device  # noqa: F401 - re-exported for the teachers
 
 
 def autocast(device: torch.device):
