@@ -17,6 +17,7 @@ COMMANDS = {
     "train": "train",
     "encode-corpus": "encode_corpus",
     "encode-queries": "encode_queries",
+    "report": "report",
 }
 
 

@@ -14,10 +14,15 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from tasb_ray.errors import TasbRayError
 from tasb_ray.fileio import atomic_dir, write_json
 
 STAGE_FILE = "stage.json"
 log = logging.getLogger(__name__)
+
+
+class StageNotPrepared(TasbRayError):
+    """A stage asked for with ``require_cached`` is not on disk."""
 
 
 def stage_key(inputs: Any) -> str:
@@ -25,13 +30,20 @@ def stage_key(inputs: Any) -> str:
 
 
 def cached_stage(work_dir: str | os.PathLike, name: str, inputs: Any,
-                 build: Callable[[Path], dict]) -> tuple[Path, dict]:
-    """Return (directory, info) of stage ``name`` for ``inputs``, running ``build(tmp_dir) -> info`` if absent."""
+                 build: Callable[[Path], dict], *, require_cached: bool = False) -> tuple[Path, dict]:
+    """Return (directory, info) of stage ``name`` for ``inputs``, running ``build(tmp_dir) -> info`` if absent.
+
+    With ``require_cached`` an absent stage raises :class:`StageNotPrepared` instead (sweep trials must never redo
+    shared work).
+    """
     path = Path(work_dir) / f"{name}-{stage_key(inputs)}"
     marker = path / STAGE_FILE
     if marker.is_file():
         log.info("stage %s: cached at %s", name, path)
         return path, json.loads(marker.read_text())["info"]
+    if require_cached:
+        raise StageNotPrepared(f"shared stage {name!r} is not prepared: {path} is missing "
+                           "(run prepare_shared_stages for this config first)")
     log.info("stage %s: building %s", name, path)
     with atomic_dir(path) as tmp:
         info = build(tmp)

@@ -40,12 +40,18 @@ class PackedTeacherActor(TeacherActor):
     """:class:`TeacherActor` for blocks of packed batches: scores each ``_batch`` group with one teacher call.
 
     Input columns: ``qid, pid, query, passage`` plus ``_batch`` (packed batch id), ``_batch_rows`` (its size) and
-    ``_pos`` (row position in the caller's table). Output: ``_pos, score``.
+    ``_pos`` (row position in the caller's table). Output: ``_pos, score``. ``teacher_vectors`` (bi-encoder member
+    path -> teacher-vectors stage directory) are loaded into the teacher once, so no actor encodes the corpus.
     """
 
-    def __init__(self, cfg: Mapping[str, Any], corpus_path: str | None = None, threads: int | None = None):
+    def __init__(self, cfg: Mapping[str, Any], corpus_path: str | None = None, threads: int | None = None,
+                 teacher_vectors: Mapping[str, str] | None = None):
         _set_threads(threads)
         super().__init__(cfg, corpus_path)
+        if teacher_vectors:
+            from tasb_ray.teachers.vectors import attach_vectors_from_dirs
+
+            attach_vectors_from_dirs(self.teacher, cfg, teacher_vectors)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         out_pos, out_score = [], []
@@ -83,7 +89,7 @@ def _pool(num_actors: int | None, use_gpu: bool | str,
 def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: str | os.PathLike | None = None,
                     num_actors: int | None = None, rows_per_batch: int = 256, batches_per_block: int = 8,
                     use_gpu: bool | str = "auto", cpus_per_actor: int | None = None,
-                    address: str | None = None) -> pd.DataFrame:
+                    address: str | None = None, teacher_vectors: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Teacher scores of ``qid, pid, query, passage`` rows on a Ray Data actor pool → ``qid, pid, score``.
 
     Equal to :func:`tasb_ray.training.pairs.score_pairs` with ``batch_size=rows_per_batch`` (same sort, same
@@ -104,6 +110,9 @@ def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: st
         use_gpu: ``auto`` (GPUs when the cluster has them), True or False.
         cpus_per_actor: torch threads per CPU actor (default: the actor's share of the CPUs).
         address: Ray cluster to join when Ray is not initialised (else a local instance, shut down afterwards).
+        teacher_vectors: bi-encoder member path -> teacher-vectors stage directory (from
+            :func:`tasb_ray.teachers.vectors.ensure_teacher_vectors`), loaded by every actor; like ``corpus_path``
+            it must be on a filesystem the actors see. The scores then do not depend on the number of actors.
 
     Returns:
         ``qid, pid, score`` sorted by qid, pid (scores float64).
@@ -147,7 +156,8 @@ def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: st
         scored = ds.map_batches(
             PackedTeacherActor,
             fn_constructor_kwargs={"cfg": cfg.to_dict(), "threads": threads,
-                                   "corpus_path": str(corpus_path) if corpus_path is not None else None},
+                                   "corpus_path": str(corpus_path) if corpus_path is not None else None,
+                                   "teacher_vectors": {k: str(v) for k, v in (teacher_vectors or {}).items()}},
             batch_size=None,  # whole blocks: never split a packed batch
             batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=n), **resources)
         scores = np.full(len(frame), np.nan)

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tasb_ray.errors import ConfigError
+from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.teachers.base import Teacher
 from tasb_ray.teachers.config import SIMILARITIES
 
@@ -30,6 +30,9 @@ class BiEncoderTeacher(Teacher):
         cache_size: vectors kept per side, keyed by query / passage id. The same passage recurs across
             many pairs and every training step, and re-encoding it dominated the cost. When full, the
             cache is cleared (memory stays bounded: 10^6 MiniLM vectors are 1.5 GB).
+
+    Vectors computed elsewhere (the ``teacher-vectors`` stage, :mod:`tasb_ray.teachers.vectors`) are handed in
+    with :meth:`load_vectors`; they are kept apart from the bounded cache, never evicted, and looked up first.
     """
 
     name = "bi-encoder"
@@ -48,6 +51,7 @@ class BiEncoderTeacher(Teacher):
         self.encoder.to(pick_device(device)).eval()
         self.cache_size = cache_size
         self._cache: dict[str, dict[str, np.ndarray]] = {"query": {}, "passage": {}}
+        self._loaded: dict[str, VectorTable] = {"query": VectorTable(), "passage": VectorTable()}
 
     def encode(self, texts: Sequence[str], kind: str) -> np.ndarray:
         """float32 ``[len(texts), dim]`` vectors, normalised when the similarity is cosine."""
@@ -56,11 +60,58 @@ class BiEncoderTeacher(Teacher):
             vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
         return vec
 
+    def load_vectors(self, kind: str, ids: Sequence[str], matrix: np.ndarray) -> None:
+        """Take ``matrix`` (raw encoder output, row ``i`` the vector of ``ids[i]``) as this teacher's vectors.
+
+        Scoring then looks these ids up instead of encoding their texts. The rows are L2-normalised here when the
+        similarity is cosine, exactly as :meth:`encode` does, so scores equal those of encoding on the fly. A
+        later load replaces the vectors of ids loaded before.
+
+        Args:
+            kind: ``query`` or ``passage``.
+            ids: one id per row of ``matrix``; unique.
+            matrix: float ``[len(ids), dim]``, with ``dim`` the encoder's hidden size.
+
+        Raises:
+            TasbRayError: unknown kind, a shape that does not fit the encoder, or duplicate ids.
+        """
+        table = self._table(kind)
+        vec = np.asarray(matrix, dtype=np.float32)
+        if vec.ndim != 2 or vec.shape[0] != len(ids) or vec.shape[1] != self.encoder.dim:
+            raise TasbRayError(f"bi-encoder load_vectors({kind!r}): matrix of shape {tuple(vec.shape)} for "
+                               f"{len(ids)} ids; expected [{len(ids)}, {self.encoder.dim}]")
+        if self.similarity == "cosine":
+            vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+        table.add([str(i) for i in ids], vec)
+
+    def export_vectors(self, kind: str) -> tuple[list[str], np.ndarray]:
+        """``(ids, matrix)`` of every vector this teacher holds for ``kind``: loaded ones, then cached ones.
+
+        The vectors are the ones scoring uses (L2-normalised when the similarity is cosine).
+        """
+        table = self._table(kind)
+        cache = self._cache[kind]
+        cached_ids = list(cache)
+        extra = [i for i, p in zip(cached_ids, table.positions(cached_ids)) if p < 0]
+        parts = [table.matrix] if len(table) else []
+        if extra:
+            parts.append(np.stack([cache[i] for i in extra]))
+        matrix = np.concatenate(parts) if parts else np.zeros((0, self.encoder.dim), np.float32)
+        return table.ids + extra, matrix
+
+    def _table(self, kind: str) -> VectorTable:
+        if kind not in self._loaded:
+            raise TasbRayError(f"bi-encoder: kind must be 'query' or 'passage', got {kind!r}")
+        return self._loaded[kind]
+
     def precompute(self, ids: Sequence[str], texts: Sequence[str], kind: str) -> None:
         cache = self._cache[kind]
+        loaded = self._table(kind)
+        ids = [str(i) for i in ids]
+        known = loaded.positions(ids) >= 0
         todo = {}
-        for i, t in zip(map(str, ids), texts):
-            if i not in cache:
+        for i, t, have in zip(ids, texts, known):
+            if not have and i not in cache:
                 todo.setdefault(i, t)
         if not todo:
             return
@@ -70,13 +121,31 @@ class BiEncoderTeacher(Teacher):
         cache.update(zip(todo, vectors))
 
     def vectors(self, ids: Sequence[str], texts: Sequence[str], kind: str) -> np.ndarray:
-        """Vectors of ``texts``, encoding only ids not seen before."""
+        """Vectors of ``texts``: loaded ones looked up by id, the rest encoded once per id and cached."""
         ids = [str(i) for i in ids]
-        self.precompute(ids, texts, kind)
+        texts = list(texts)
+        if not ids:
+            return np.zeros((0, self.encoder.dim), np.float32)
+        loaded = self._table(kind)
+        pos = loaded.positions(ids)
+        hit = pos >= 0
+        if hit.all():
+            return loaded.matrix[pos]
+        miss = np.flatnonzero(~hit)
+        rest_ids = [ids[i] for i in miss]
+        rest_texts = [texts[i] for i in miss]
+        self.precompute(rest_ids, rest_texts, kind)
         cache = self._cache[kind]
-        if all(i in cache for i in ids):
-            return np.stack([cache[i] for i in ids]) if ids else np.zeros((0, self.encoder.dim), np.float32)
-        return self.encode(list(texts), kind)  # the batch alone overflowed the cache
+        if all(i in cache for i in rest_ids):
+            rest = np.stack([cache[i] for i in rest_ids])
+        else:
+            rest = self.encode(rest_texts, kind)  # the batch alone overflowed the cache
+        if not hit.any():
+            return rest
+        out = np.empty((len(ids), self.encoder.dim), dtype=np.float32)
+        out[hit] = loaded.matrix[pos[hit]]
+        out[miss] = rest
+        return out
 
     def score_batch(self, batch: pd.DataFrame) -> np.ndarray:
         self.check_batch(batch)
@@ -88,3 +157,40 @@ class BiEncoderTeacher(Teacher):
         if not len(queries) or not len(passages):
             return np.zeros((len(queries), len(passages)), dtype=np.float32)
         return (self.vectors(qids, queries, "query") @ self.vectors(pids, passages, "passage").T).astype(np.float32)
+
+
+class VectorTable:
+    """Vectors keyed by unique string ids, looked up a batch at a time (vectorised, no per-row Python objects).
+
+    A dict of row views would cost ~200 bytes of Python objects per id (1.7 GB for the 8.8M MS MARCO passages);
+    one pandas index and one matrix cost the ids and the floats.
+    """
+
+    def __init__(self) -> None:
+        self.index = pd.Index([], dtype=object)
+        self.matrix: np.ndarray | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return self.index.tolist()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, ids: list[str], matrix: np.ndarray) -> None:
+        """Add rows; an id already present gets the new vector."""
+        new = pd.Index(ids, dtype=object)
+        if not new.is_unique:
+            raise TasbRayError(f"vector ids must be unique; {new[new.duplicated()][0]!r} appears more than once")
+        if self.matrix is None or not len(self.index):
+            self.index, self.matrix = new, np.ascontiguousarray(matrix, dtype=np.float32)
+            return
+        keep = ~self.index.isin(new)
+        self.index = self.index[keep].append(new)
+        self.matrix = np.concatenate([self.matrix[keep], np.asarray(matrix, dtype=np.float32)])
+
+    def positions(self, ids: Sequence[str]) -> np.ndarray:
+        """Row of each id, -1 where absent."""
+        if self.matrix is None or not len(ids):
+            return np.full(len(ids), -1, dtype=np.int64)
+        return self.index.get_indexer(pd.Index(list(ids), dtype=object))

@@ -6,6 +6,8 @@ output directory and resumes from its checkpoint when restarted.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ import pandas as pd
 from tasb_ray.config import to_dict
 from tasb_ray.data import PreparedDataset, prepare_dataset
 from tasb_ray.data.prepare import PrepareOptions, cache_root
+from tasb_ray.distributed.options import RayOptions
 from tasb_ray.fileio import write_json
 from tasb_ray.schema import DOC_ID, QUERY_ID, TEXT
 from tasb_ray.stages import cached_stage, dataset_identity
@@ -34,6 +37,11 @@ class RunResult:
     best_step: int | None
     stages: dict[str, dict] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    # Only with run_training(keep_model=True): the selected student, its corpus index and the dataset, for
+    # callers that go on to use them (a sweep trial's retrieval pipelines) without reloading or re-encoding.
+    student: object | None = field(default=None, repr=False)
+    index: object | None = field(default=None, repr=False)
+    dataset: PreparedDataset | None = field(default=None, repr=False)
 
 
 def open_data(cfg: TrainingConfig) -> PreparedDataset:
@@ -59,13 +67,45 @@ def _encoder(model: str, cfg: TrainingConfig):
     return enc.to(pick_device(cfg.device)).eval()
 
 
-def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset) -> tuple[Path, dict]:
-    """Candidates → triples → pairwise-teacher scores, once per (data, candidates, teacher) setting."""
-    from tasb_ray.teachers import build_teacher
-    from tasb_ray.training.candidates import first_stage_candidates, write_candidates
-    from tasb_ray.training.pairs import build_triples, pair_stats, score_triples, write_pairs
+def _ray_scope(use_ray: bool, ray: RayOptions):
+    """One Ray instance for a stage build (its steps would each start and stop their own); else nothing."""
+    if not use_ray:
+        return contextlib.nullcontext()
+    from tasb_ray.distributed.runtime import ray_session
 
+    return ray_session(ray.address)
+
+
+def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
+                require_cached: bool = False, ray: RayOptions | None = None) -> tuple[Path, dict]:
+    """Candidates → triples → pairwise-teacher scores, once per (data, candidates, teacher) setting.
+
+    Bi-encoder members of the teacher score with vectors from the teacher-vectors stage. ``use_ray`` scores the
+    pairs on a Ray Data actor pool (:func:`tasb_ray.distributed.scoring.score_pairs_ray`) and encodes the vectors
+    there too; the result is the same, so the stage key does not say how it was built.
+
+    Args:
+        cfg: the run config; ds: its prepared dataset.
+        use_ray: run the shared work on Ray Data.
+        require_cached: raise :class:`TasbRayError` naming the stage instead of building it.
+        ray: how the Ray pipelines run (actor pool, cluster address); default :class:`RayOptions`.
+    """
+    from tasb_ray.teachers import build_teacher
+    from tasb_ray.teachers.vectors import attach_teacher_vectors, ensure_teacher_vectors
+    from tasb_ray.training.candidates import first_stage_candidates, write_candidates
+    from tasb_ray.training.pairs import (
+        attach_texts,
+        build_triples,
+        join_scores,
+        pair_stats,
+        score_triples,
+        unique_pairs,
+        write_pairs,
+    )
+
+    ray = ray or RayOptions()
     c = cfg.candidates
+    # The key must stay exactly this: existing pairs stages (SciFact's took 13 min) stay valid.
     inputs = {"data": dataset_identity(ds.manifest), "split": cfg.data.train_split, "candidates": to_dict(c),
               "teacher": to_dict(cfg.teachers.pairwise),
               "dense_encoder": cfg.student.model if "dense" in c.sources else None}
@@ -79,18 +119,41 @@ def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset) -> tuple[Path, dict]:
                                 c.max_positives)
         triple_stats = dict(triples.attrs.get("stats", {}))
         corpus = ds.corpus()
-        teacher = build_teacher(cfg.teachers.pairwise, corpus=corpus)
-        pairs = score_triples(triples, ds.queries(cfg.data.train_split), corpus, teacher,
-                              show_progress=cfg.progress)
+        queries = ds.queries(cfg.data.train_split)
+        with _ray_scope(use_ray, ray):
+            if use_ray:
+                from tasb_ray.distributed.scoring import score_pairs_ray
+
+                dirs = ensure_teacher_vectors(cfg.teachers.pairwise, ds, work_dir(cfg), use_ray=True, ray=ray,
+                                              show_progress=cfg.progress)
+                # rows_per_batch = score_triples' batch size: ensembles normalise over the same whole-query batches.
+                scored = score_pairs_ray(attach_texts(unique_pairs(triples), queries, corpus), cfg.teachers.pairwise,
+                                         corpus_path=ds.corpus_path, rows_per_batch=256, teacher_vectors=dirs,
+                                         **ray.pool())
+                pairs = join_scores(triples, scored)
+            else:
+                teacher = build_teacher(cfg.teachers.pairwise, corpus=corpus)
+                attach_teacher_vectors(teacher, cfg.teachers.pairwise, ds, work_dir(cfg), show_progress=cfg.progress)
+                pairs = score_triples(triples, queries, corpus, teacher, batch_size=256,
+                                      show_progress=cfg.progress)
         write_pairs(tmp / "pairs.parquet", pairs)
         return {"triples": triple_stats, "pairs": pair_stats(pairs)}
 
-    return cached_stage(work_dir(cfg), "pairs", inputs, build)
+    return cached_stage(work_dir(cfg), "pairs", inputs, build, require_cached=require_cached)
 
 
-def clusters_stage(cfg: TrainingConfig, ds: PreparedDataset) -> tuple[Path, dict]:
-    """k-means topic clusters of the training queries, once per (data, encoder, k) setting."""
-    from tasb_ray.training.clusters import cluster_stats, encode_and_cluster, write_clusters
+def clusters_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
+                   require_cached: bool = False, ray: RayOptions | None = None) -> tuple[Path, dict]:
+    """k-means topic clusters of the training queries, once per (data, encoder, k) setting.
+
+    Queries are encoded with ``encode_bucketed`` in process, or on a Ray Data actor pool with ``use_ray``
+    (:func:`tasb_ray.distributed.scoring.encode_queries_ray`, which uses it too): the same vectors, the same
+    clusters, the same stage key.
+
+    Args:
+        cfg, ds, use_ray, require_cached, ray: see :func:`pairs_stage`.
+    """
+    from tasb_ray.training.clusters import cluster_queries, cluster_stats, write_clusters
 
     k = cfg.clusters
     encoder_name = k.encoder or cfg.student.model
@@ -99,30 +162,114 @@ def clusters_stage(cfg: TrainingConfig, ds: PreparedDataset) -> tuple[Path, dict
               "query_max_len": cfg.student.query_max_len}
 
     def build(tmp: Path) -> dict:
-        assignment = encode_and_cluster(_encoder(encoder_name, cfg), ds.queries(cfg.data.train_split), k.k, k.seed,
-                                        niter=k.niter, show_progress=cfg.progress)
+        queries = ds.queries(cfg.data.train_split)
+        if use_ray:
+            from tasb_ray.distributed.scoring import encode_queries_ray
+
+            vectors = encode_queries_ray(queries, encoder_name, pooling=cfg.student.pooling,
+                                         normalize=cfg.student.normalize, query_max_len=cfg.student.query_max_len,
+                                         **(ray or RayOptions()).pool())
+        else:
+            from tasb_ray.distributed.encode import encode_bucketed
+
+            vectors = encode_bucketed(_encoder(encoder_name, cfg), queries[TEXT].tolist(), "query")
+        assignment = cluster_queries(queries[QUERY_ID].tolist(), vectors, k.k, k.seed, niter=k.niter)
         write_clusters(tmp / "clusters.parquet", assignment)
         return cluster_stats(assignment, k.k)
 
-    return cached_stage(work_dir(cfg), "clusters", inputs, build)
+    return cached_stage(work_dir(cfg), "clusters", inputs, build, require_cached=require_cached)
+
+
+def _stage_info(stage_dir: Path) -> dict:
+    from tasb_ray.stages import STAGE_FILE
+
+    return json.loads((stage_dir / STAGE_FILE).read_text())["info"]
+
+
+def prepare_shared_stages(cfg: TrainingConfig, use_ray: bool = False, ray: RayOptions | None = None) -> dict:
+    """Build (or find) every shared stage a run of ``cfg`` reads, so its trials only read them.
+
+    Data preparation, the pairs stage, the teacher-vectors stages of both teacher roles (the in-batch one only
+    when ``alpha > 0``) and, when the sampler uses clusters, the clusters stage. A sweep driver calls this once per
+    distinct config before launching trials with ``run_training(..., require_cached=True)``.
+
+    Args:
+        cfg: the run config.
+        use_ray: run the shared work on Ray Data.
+        ray: how the Ray pipelines run; default :class:`RayOptions`.
+
+    Returns:
+        Stage name → ``{"path": directory, ...info}``: ``data`` (the prepared dataset), ``pairs``, ``clusters``
+        (when used) and ``teacher-vectors/<role>/<member>`` per bi-encoder member of each teacher role (e.g.
+        ``teacher-vectors/inbatch/teacher.components[1]``; both roles may name one directory).
+    """
+    from tasb_ray.stages import StageNotPrepared
+
+    ds = open_data(cfg)
+    try:  # all there: nothing to build, so no Ray to start
+        return _shared_stages(cfg, ds, use_ray, ray, require_cached=True)
+    except StageNotPrepared:
+        pass
+    # One Ray instance for every build below (each would otherwise start and stop its own).
+    with _ray_scope(use_ray, ray or RayOptions()):
+        return _shared_stages(cfg, ds, use_ray, ray, require_cached=False)
+
+
+def _shared_stages(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool, ray: RayOptions | None,
+                   require_cached: bool) -> dict:
+    from tasb_ray.teachers.vectors import ensure_teacher_vectors
+
+    opts = {"use_ray": use_ray, "ray": ray, "require_cached": require_cached}
+    stages: dict = {"data": {"path": str(ds.root), "name": ds.name, "splits": ds.splits}}
+    pairs_dir, pairs_info = pairs_stage(cfg, ds, **opts)
+    stages["pairs"] = {"path": str(pairs_dir), **pairs_info}
+    roles = {"pairwise": cfg.teachers.pairwise}
+    if cfg.alpha > 0 and cfg.teachers.inbatch is not None:
+        roles["inbatch"] = cfg.teachers.inbatch
+    for role, teacher_cfg in roles.items():
+        dirs = ensure_teacher_vectors(teacher_cfg, ds, work_dir(cfg), show_progress=cfg.progress, **opts)
+        for member, d in dirs.items():
+            stages[f"teacher-vectors/{role}/{member}"] = {"path": str(d), **_stage_info(d)}
+    if cfg.sampler.uses_clusters:
+        clusters_dir, clusters_info = clusters_stage(cfg, ds, **opts)
+        stages["clusters"] = {"path": str(clusters_dir), **clusters_info}
+    return stages
 
 
 def eval_data(ds: PreparedDataset, split: str, corpus: pd.DataFrame) -> EvalData:
     return EvalData(split, corpus, ds.queries(split), ds.qrels(split))
 
 
-def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume: bool = True) -> RunResult:
+def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume: bool = True,
+                 use_ray: bool = False, require_cached: bool = False, ray: RayOptions | None = None,
+                 dataset: PreparedDataset | None = None, keep_model: bool = False) -> RunResult:
+    """One run: shared stages (built or found), training, evaluation of the selected model.
+
+    Args:
+        cfg: the run config.
+        reporters: training callbacks.
+        resume: continue from the output directory's checkpoint when there is one.
+        use_ray: build missing shared stages on Ray Data.
+        require_cached: a missing shared stage raises :class:`TasbRayError` naming it (sweep trials, whose
+            shared stages :func:`prepare_shared_stages` built beforehand).
+        ray: how the Ray pipelines run; default :class:`RayOptions`.
+        dataset: the prepared dataset to use instead of opening ``cfg.data`` (a trial on a node that was
+            shipped the driver's copy).
+        keep_model: return the selected student, its corpus index and the dataset in the result.
+    """
     from tasb_ray.teachers import build_teacher
+    from tasb_ray.teachers.vectors import attach_teacher_vectors
     from tasb_ray.training.clusters import read_clusters
     from tasb_ray.training.pairs import read_pairs
 
-    ds = open_data(cfg)
+    ds = dataset if dataset is not None else open_data(cfg)
     out = output_dir(cfg)
-    pairs_dir, pairs_info = pairs_stage(cfg, ds)
+    pairs_dir, pairs_info = pairs_stage(cfg, ds, use_ray=use_ray, require_cached=require_cached, ray=ray)
     stages = {"pairs": {"path": str(pairs_dir), **pairs_info}}
     clusters = None
     if cfg.sampler.uses_clusters:
-        clusters_dir, clusters_info = clusters_stage(cfg, ds)
+        clusters_dir, clusters_info = clusters_stage(cfg, ds, use_ray=use_ray, require_cached=require_cached,
+                                                     ray=ray)
         stages["clusters"] = {"path": str(clusters_dir), **clusters_info}
         clusters = read_clusters(clusters_dir / "clusters.parquet")
 
@@ -130,7 +277,14 @@ def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume
     queries = ds.queries(cfg.data.train_split)
     data = TrainData(read_pairs(pairs_dir / "pairs.parquet"), dict(zip(queries[QUERY_ID], queries[TEXT])),
                      dict(zip(corpus[DOC_ID], corpus[TEXT])), clusters)
-    teacher = build_teacher(cfg.teachers.inbatch, corpus=corpus) if cfg.alpha > 0 else None
+    teacher = None
+    if cfg.alpha > 0:
+        # Vectors from the shared stage: the trainer's precompute then finds every training text already encoded.
+        teacher = build_teacher(cfg.teachers.inbatch, corpus=corpus)
+        vector_dirs = attach_teacher_vectors(teacher, cfg.teachers.inbatch, ds, work_dir(cfg), use_ray=use_ray,
+                                             ray=ray, require_cached=require_cached, show_progress=cfg.progress)
+        if vector_dirs:
+            stages["teacher_vectors"] = {member: str(d) for member, d in vector_dirs.items()}
     dev = eval_data(ds, cfg.data.dev_split, corpus) if cfg.eval.every else None
     trainer = Trainer(cfg, data, out, teacher, dev=dev, reporters=reporters)
     result = trainer.fit(resume=resume)
@@ -148,4 +302,5 @@ def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume
     write_json(out / "results.json", {"metrics": metrics, "plan_hash": result.plan_hash, "steps": result.steps,
                                       "best_step": result.best_step, "stages": stages,
                                       "selected": "best" if cfg.eval.every else "last"})
-    return RunResult(out, metrics, result.plan_hash, result.steps, result.best_step, stages, result.history)
+    kept = {"student": trainer.student, "index": trainer.last_index, "dataset": ds} if keep_model else {}
+    return RunResult(out, metrics, result.plan_hash, result.steps, result.best_step, stages, result.history, **kept)

@@ -138,6 +138,7 @@ class Trainer:
         self.best_step: int | None = None
         self.plan_hash = ""
         self.history: list[dict] = []
+        self.last_index = None
 
     # -- one step -------------------------------------------------------------------------------------------------
 
@@ -213,6 +214,8 @@ class Trainer:
                 write_trec_run(run, run_dir / f"{data.split}.trec", tag=f"tasb-ray-{self.cfg.name}")
             out[data.split] = evaluate(run, data.qrels, e.metrics, self.cfg.data.rel_level)
         self.student.train(was)
+        # Kept for callers that go on to use the same vectors (the retrieval pipelines after training).
+        self.last_index = index
         return out
 
     def _record(self, entry: dict) -> None:

@@ -1,0 +1,111 @@
+"""The Ray Tune callback that mirrors every trial into one MLflow run, from the driver.
+
+It is pickled with the Tuner's state (so ``Tuner.restore`` brings it back); the MLflow client is made
+lazily and dropped when pickled. A run is found again by its trial key, so a restored sweep keeps
+logging into the same runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from ray import tune
+
+from tasb_ray.experiments.tracking import (GROUP_TAG, KIND_TAG, SWEEP_TAG, TRIAL_TAG, TUNE_ID_TAG, find_run,
+                                           log_metrics, log_params, log_trial_artifacts, numeric_metrics)
+
+
+class MlflowTrials(tune.Callback):
+    """Args:
+        tracking_uri, experiment_id: where the runs go (the experiment exists already).
+        sweep: the sweep name (a tag on every run).
+        trial_params: trial key -> flattened resolved training config, logged as params.
+        trial_groups: trial key -> configuration group label.
+        commit: the code's git commit.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, sweep: str, trial_params: Mapping[str, dict],
+                 trial_groups: Mapping[str, str], commit: str):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.sweep = sweep
+        self.trial_params = dict(trial_params)
+        self.trial_groups = dict(trial_groups)
+        self.commit = commit
+        self.runs: dict[str, str] = {}
+        self.logged: dict[str, set] = {}
+        self._client = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_client"] = None
+        return state
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    @staticmethod
+    def _key(trial) -> str:
+        return trial.config["trial"]["key"]
+
+    def _run_id(self, trial) -> str:
+        key = self._key(trial)
+        if key in self.runs:
+            return self.runs[key]
+        found = find_run(self.client, self.experiment_id, TRIAL_TAG, key)
+        if found is not None:
+            run_id = found.info.run_id
+            if found.info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=key, tags={
+                KIND_TAG: "trial", GROUP_TAG: self.trial_groups[key], TRIAL_TAG: key, SWEEP_TAG: self.sweep,
+                TUNE_ID_TAG: trial.trial_id})
+            run_id = run.info.run_id
+            log_params(self.client, run_id, {**self.trial_params[key], "git_commit": self.commit})
+        self.runs[key] = run_id
+        self.logged.setdefault(key, set())
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        key = self._key(trial)
+        run_id = self._run_id(trial)
+        step = int(result.get("step", 0))
+        # A trial resumed from a checkpoint replays the steps after it; each (metric, step) is logged once.
+        fresh = {k: v for k, v in numeric_metrics(result).items() if (k, step) not in self.logged[key]}
+        if fresh:
+            log_metrics(self.client, run_id, fresh, step)
+            self.logged[key].update((k, step) for k in fresh)
+        if result.get("plan_hash") and ("plan_hash", None) not in self.logged[key]:
+            if "plan_hash" not in self.client.get_run(run_id).data.params:
+                self.client.log_param(run_id, "plan_hash", result["plan_hash"])
+            self.logged[key].add(("plan_hash", None))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        run_id = self._run_id(trial)
+        tags = self.client.get_run(run_id).data.tags
+        self.client.set_tag(run_id, "tasb.retries", str(int(tags.get("tasb.retries", "0")) + 1))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self._run_id(trial)
+        ckpt = trial.checkpoint
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                log_trial_artifacts(self.client, run_id, Path(d))
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self._run_id(trial)
+        error = trial.error_file
+        if error and Path(error).is_file():
+            self.client.log_artifact(run_id, error, "error")
+        self.client.set_terminated(run_id, "FAILED")

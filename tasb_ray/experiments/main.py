@@ -1,0 +1,90 @@
+"""The command line shared by ``experiments/seeds.py``, ``alpha.py`` and ``clusters.py``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tasb_ray.errors import TasbRayError
+
+
+def build_parser(prog: str, description: str, default_config: Path, quick_config: Path | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", type=Path, default=None,
+                   help=f"sweep YAML (default: {default_config})")
+    if quick_config is not None:
+        p.add_argument("--quick", action="store_true", help=f"the short demo sweep ({quick_config})")
+    p.add_argument("--run-dir", default=None, help="sweep directory: Tune storage, Ray temp dir, MLflow DB, results "
+                                                   "(default: the config's run_dir, else runs/sweeps/NAME)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///RUN_DIR/mlflow.db)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment name (default: the sweep name)")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray "
+                                                   "on 127.0.0.1)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default: the config's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training config value for every trial, e.g. --set optim.max_steps=20")
+    p.add_argument("--fresh", action="store_true",
+                   help="start the Tune experiment anew instead of continuing the one in the run dir")
+    return p
+
+
+def main(prog: str, description: str, default_config: Path, quick_config: Path | None = None,
+         argv: list[str] | None = None) -> int:
+    import yaml
+
+    from tasb_ray.experiments.config import load_sweep_config
+    from tasb_ray.experiments.sweep import run_sweep
+
+    args = build_parser(prog, description, default_config, quick_config).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = args.config or (quick_config if getattr(args, "quick", False) else default_config)
+    try:
+        top: dict = {}
+        if args.run_dir:
+            top["run_dir"] = args.run_dir
+        sweep = load_sweep_config(config, top)
+        if args.overrides:
+            for item in args.overrides:
+                if "=" not in item:
+                    raise TasbRayError(f"--set {item!r}: expected key=value")
+                k, v = item.split("=", 1)
+                sweep.set[k.strip()] = yaml.safe_load(v)
+        if args.tracking_uri:
+            sweep.mlflow.tracking_uri = args.tracking_uri
+        if args.experiment:
+            sweep.mlflow.experiment = args.experiment
+        if args.address:
+            sweep.ray.address = args.address
+        if args.num_cpus:
+            sweep.ray.num_cpus = args.num_cpus
+        if args.cpus_per_trial:
+            sweep.resources.cpus_per_trial = args.cpus_per_trial
+        result = run_sweep(sweep, fresh=args.fresh)
+    except TasbRayError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; run the same command again to continue the sweep", file=sys.stderr)
+        return 130
+    print()
+    print(f"## {result.experiment}: robustness across seeds (mean ± sd)\n")
+    print(result.tables["robustness"])
+    print(f"## paired per-query tests ({', '.join(sweep.compare_metrics)}, test split)\n")
+    print(result.tables["comparisons"])
+    print("## retrieval pipelines (test split, mean ± sd over seeds)\n")
+    print(result.tables["pipelines"])
+    failed = result.trials[result.trials["status"] != "FINISHED"]
+    if len(failed):
+        print(f"{len(failed)} trial(s) FAILED: {', '.join(failed['key'])}")
+    print(f"results: {result.run_dir / 'results'}")
+    if result.tracking_uri.startswith("sqlite:"):
+        print("browse the runs:  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri "
+              f"{result.tracking_uri} --host 127.0.0.1 --port 5000 --workers 1")
+    else:
+        print(f"browse the runs in the MLflow UI of {result.tracking_uri} (experiment {result.experiment!r})")
+    return 1 if len(failed) == len(result.trials) else 0

@@ -1,0 +1,354 @@
+"""The sweep driver: shared stages once, one Tune trial per grid point, MLflow runs, robustness statistics.
+
+Order matters: the MLflow experiment (and with it a fresh SQLite database) is created before Ray or any
+trial starts; the shared stages (data, scored candidate pairs, teacher vectors, clusters per k) are built
+once through the Ray Data pipelines and cached; trials only read them (``require_cached``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from tasb_ray.config import flatten, to_dict
+from tasb_ray.errors import TasbRayError
+from tasb_ray.experiments.config import SweepConfig
+from tasb_ray.experiments.grid import (TrialSpec, base_training_dict, baseline_group, check_grid, safe_name,
+                                       trial_training_config)
+from tasb_ray.experiments.robustness import (compare_groups, comparisons_table, group_summary,
+                                             robustness_table)
+from tasb_ray.experiments.tracking import (GROUP_TAG, KIND_TAG, SWEEP_TAG, ensure_experiment, git_commit,
+                                           log_metrics, log_params, metric_key, resolve_tracking_uri)
+from tasb_ray.fileio import write_text
+
+log = logging.getLogger(__name__)
+
+# Ray's socket paths (<temp>/session_<date>_<pid>/sockets/plasma_store) must fit in 107 bytes.
+MAX_RAY_TEMP_LEN = 45
+TABLE_METRICS = ("final_test/nDCG@10", "final_test/R@100", "final_dev/nDCG@10")
+PIPELINE_METRICS = ("nDCG@10", "MRR@10", "R@100", "R@1000")
+# Paths differ per machine and per trial; they are not part of what a trial is.
+NOT_PARAMS = ("output_dir", "work_dir", "data.cache_dir", "progress")
+
+
+@dataclass
+class SweepResult:
+    run_dir: Path
+    tracking_uri: str
+    experiment: str
+    experiment_id: str
+    trials: pd.DataFrame                   # key, group, status, error, final metrics
+    summary: pd.DataFrame                  # group, metric, mean, sd, min, max, ci95_low, ci95_high, n
+    comparisons: pd.DataFrame
+    tables: dict[str, str] = field(default_factory=dict)   # name -> markdown
+
+
+def ray_temp_dir(run_dir: Path) -> Path:
+    """``<run_dir>/ray``, or a short directory in the system temp dir linked from there when the path is too long."""
+    wanted = run_dir / "ray"
+    if len(str(wanted)) <= MAX_RAY_TEMP_LEN:
+        return wanted
+    short = Path(tempfile.gettempdir()) / f"tasb-ray-{hashlib.sha256(str(run_dir).encode()).hexdigest()[:8]}"
+    short.mkdir(parents=True, exist_ok=True)
+    if not wanted.is_symlink() and not wanted.exists():
+        wanted.symlink_to(short, target_is_directory=True)
+    return short
+
+
+def trial_name(trial) -> str:
+    return trial.config["trial"]["key"]
+
+
+def trial_dirname(trial) -> str:
+    return f"{safe_name(trial.config['trial']['key'])[:80]}_{trial.trial_id}"
+
+
+def _absolute_locations(base: dict, run_dir: Path) -> dict:
+    """Pin the shared locations to absolute paths: trials run in their own working directories."""
+    from tasb_ray.data.prepare import cache_root
+
+    base = dict(base)
+    base["work_dir"] = str(Path(base.get("work_dir") or run_dir / "work").expanduser().resolve())
+    data = dict(base.get("data") or {})
+    data["cache_dir"] = str(cache_root(data.get("cache_dir")).resolve())
+    base["data"] = data
+    return base
+
+
+def trial_params(cfg_dict: dict, trial: TrialSpec) -> dict:
+    flat = {k: v for k, v in flatten(cfg_dict).items() if k not in NOT_PARAMS}
+    return {**flat, **{f"grid.{k}": v for k, v in trial.values.items()}}
+
+
+def prepare_shared(configs: dict, use_ray: bool, say: Callable[[str], None]) -> dict[str, Path]:
+    """Shared stages for every distinct trial config (cached stages make repeats cheap); returns the paths."""
+    from tasb_ray.training.run import prepare_shared_stages
+
+    paths: dict[str, Path] = {}
+    for key, cfg in configs.items():
+        info = prepare_shared_stages(cfg, use_ray=use_ray)
+        for name, value in info.items():
+            path = value["path"] if isinstance(value, dict) else value
+            paths[f"{name}:{path}"] = Path(path)
+    say(f"shared stages ready: {len(paths)} (cached under the work directory)")
+    return paths
+
+
+def _ship(sweep: SweepConfig) -> bool:
+    if sweep.ray.ship_shared != "auto":
+        return sweep.ray.ship_shared == "always"
+    import ray
+
+    return len([n for n in ray.nodes() if n.get("Alive")]) > 1
+
+
+def build_bundle(paths: dict[str, Path], work_dir: Path):
+    from tasb_ray.experiments.shipping import pack
+
+    roots = {}
+    for tagged, path in paths.items():
+        if path.is_relative_to(work_dir):
+            roots[f"work/{path.relative_to(work_dir)}"] = path
+        elif (path / "manifest.json").is_file():
+            roots["dataset"] = path
+    return pack(roots)
+
+
+def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], None] = print) -> SweepResult:
+    """Run (or continue) the sweep and return its trials and statistics.
+
+    Args:
+        sweep: the sweep configuration.
+        fresh: start the Tune experiment anew even if ``<run_dir>/tune`` holds one (the default continues it
+            with ``Tuner.restore``: finished trials are kept, unfinished and errored ones resume).
+        say: progress lines for the user.
+    """
+    from ray import tune
+
+    from tasb_ray.distributed.runtime import cluster_cpus_gpus, init_ray
+    from tasb_ray.experiments.callback import MlflowTrials
+    from tasb_ray.experiments.trial import tune_trial
+
+    run_dir = sweep.resolved_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base = _absolute_locations(base_training_dict(sweep), run_dir)
+    trials = check_grid(sweep, base)
+    baseline = baseline_group(sweep, trials)
+    groups = {t.key: t.group for t in trials}
+
+    uri = resolve_tracking_uri(sweep.mlflow.tracking_uri, run_dir)
+    experiment = sweep.mlflow.experiment or sweep.name
+    experiment_id = ensure_experiment(uri, experiment, run_dir / "mlartifacts")
+    commit = git_commit()
+    os.environ["TASB_RAY_GIT_COMMIT"] = commit   # trials and Ray jobs may not see the git checkout
+    say(f"sweep {sweep.name}: {len(trials)} trials in {len(set(groups.values()))} group(s); run dir {run_dir}")
+    say(f"MLflow: {uri} (experiment {experiment!r})")
+
+    started = init_ray(sweep.ray.address, sweep.ray.num_cpus, temp_dir=ray_temp_dir(run_dir))
+    try:
+        configs = {t.key: trial_training_config(base, t, f"{sweep.name}/{t.key}") for t in trials}
+        shared_paths = prepare_shared(configs, use_ray=True, say=say)
+        bundle = build_bundle(shared_paths, Path(base["work_dir"])) if _ship(sweep) else None
+
+        cpus, gpus = cluster_cpus_gpus()
+        r = sweep.resources
+        want_gpu = (1 if gpus > 0 else 0) if r.gpus_per_trial == "auto" else float(r.gpus_per_trial)
+        resources = {"cpu": r.cpus_per_trial, "gpu": want_gpu}
+        say(f"trial resources: {resources} (cluster: {cpus:g} CPUs, {gpus:g} GPUs)")
+
+        payloads = []
+        for t in trials:
+            cfg_dict = to_dict(configs[t.key])
+            cfg_dict["output_dir"] = None
+            payloads.append({"key": t.key, "values": t.values, "group": t.group, "training": cfg_dict,
+                             "pipelines": to_dict(sweep.pipelines), "fault": to_dict(sweep.fault),
+                             "run_dir": str(run_dir), "threads": max(1, int(r.cpus_per_trial))})
+        params = {p["key"]: trial_params(p["training"], TrialSpec(p["values"], p["key"], p["group"]))
+                  for p in payloads}
+
+        trainable = tune.with_resources(tune.with_parameters(tune_trial, shared=bundle), resources)
+        storage = run_dir / "tune"
+        exp_path = storage / safe_name(sweep.name)
+        if not fresh and tune.Tuner.can_restore(str(exp_path)):
+            say(f"continuing the Tune experiment at {exp_path}")
+            tuner = tune.Tuner.restore(str(exp_path), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            callback = MlflowTrials(uri, experiment_id, sweep.name, params, groups, commit)
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"trial": tune.grid_search(payloads)},
+                tune_config=tune.TuneConfig(max_concurrent_trials=r.max_concurrent_trials,
+                                            trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
+                run_config=tune.RunConfig(name=safe_name(sweep.name), storage_path=str(storage),
+                                          callbacks=[callback],
+                                          failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1))
+        grid = tuner.fit()
+        result = aggregate(grid, sweep, run_dir, uri, experiment_id, experiment, groups, baseline)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return result
+
+
+def _collect(grid) -> tuple[pd.DataFrame, dict[str, dict[str, float]], pd.DataFrame]:
+    """Per trial: status and final metrics (from the final checkpoint); the per-query table of finished trials."""
+    from tasb_ray.experiments.trial import FINAL_MARKER, PER_QUERY
+
+    rows, metrics, per_query = [], {}, []
+    for res in grid:
+        trial = res.config["trial"]
+        row = {"key": trial["key"], "group": trial["group"], **{f"grid.{k}": v for k, v in trial["values"].items()}}
+        final = None
+        if res.error is None and res.checkpoint is not None:
+            with res.checkpoint.as_directory() as d:
+                d = Path(d)
+                if (d / FINAL_MARKER).is_file():
+                    final = json.loads((d / FINAL_MARKER).read_text())
+                    pq = pd.read_parquet(d / PER_QUERY)
+                    pq.insert(0, "trial", trial["key"])
+                    pq.insert(0, "group", trial["group"])
+                    per_query.append(pq)
+        if final is None:
+            row.update(status="FAILED", error=str(res.error).splitlines()[0][:300] if res.error else "no final result")
+        else:
+            row.update(status="FINISHED", error="", plan_hash=final.get("plan_hash", ""))
+            values = {k: v for k, v in final["metrics"].items() if "/" in k}
+            metrics[trial["key"]] = values
+            row.update(values)
+        rows.append(row)
+    pq = pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame(
+        columns=["group", "trial", "split", "query_id", "measure", "value"])
+    return pd.DataFrame(rows), metrics, pq
+
+
+def pipeline_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± sd over seeds of each pipeline's metrics and latency, one row per (group, pipeline)."""
+    rows = []
+    pipes = sorted({m.split("/")[1] for m in summary["metric"] if m.startswith("pipeline/")})
+    for group, part in summary.groupby("group", sort=False):
+        by_metric = part.set_index("metric")
+        for p in pipes:
+            row = {"configuration": group, "pipeline": p}
+            for m in PIPELINE_METRICS:
+                key = f"pipeline/{p}/{m}"
+                if key in by_metric.index:
+                    r = by_metric.loc[key]
+                    row[m] = f"{r['mean']:.4f} ± {r['sd']:.4f}"
+            for q in ("p50_ms", "p99_ms"):
+                key = f"latency/pipeline:{p}/{q}"
+                if key in by_metric.index:
+                    row[f"latency {q.removesuffix('_ms')} (ms)"] = f"{by_metric.loc[key]['mean']:.1f}"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(none)\n"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: str, experiment: str,
+              groups: dict[str, str], baseline: str) -> SweepResult:
+    """Robustness statistics per group and paired tests against the baseline; aggregate and summary MLflow runs."""
+    from mlflow.tracking import MlflowClient
+
+    trials, metrics, per_query = _collect(grid)
+    summary = group_summary(metrics, groups)
+    test_pq = per_query[per_query["split"] == sweep.pipelines.split] if not per_query.empty else per_query
+    comparisons = compare_groups(test_pq, baseline, sweep.compare_metrics)
+    robust = robustness_table(summary, TABLE_METRICS) if not summary.empty else pd.DataFrame()
+    pipes = pipeline_table(summary) if not summary.empty else pd.DataFrame()
+    tables = {"robustness": _markdown(robust), "comparisons": _markdown(comparisons_table(comparisons)),
+              "pipelines": _markdown(pipes), "trials": _markdown(trials[["key", "group", "status"]])}
+
+    out = run_dir / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out / "robustness.csv", index=False)
+    comparisons.to_csv(out / "comparisons.csv", index=False)
+    trials.to_csv(out / "trials.csv", index=False)
+    for name, md in tables.items():
+        write_text(out / f"{name}.md", md)
+
+    client = MlflowClient(uri)
+    _replace_runs(client, experiment_id, sweep.name)
+    for group in dict.fromkeys(groups.values()):
+        part = summary[summary["group"] == group]
+        finished = trials[(trials["group"] == group) & (trials["status"] == "FINISHED")]
+        run = client.create_run(experiment_id, run_name=f"aggregate {group}",
+                                tags={KIND_TAG: "aggregate", GROUP_TAG: group, SWEEP_TAG: sweep.name})
+        seeds = [str(v) for v in finished.get("grid.seed", pd.Series(dtype=object)).tolist()]
+        values = next((t.values for t in _specs(groups, grid) if t.group == group), {})
+        log_params(client, run.info.run_id, {**{k: v for k, v in values.items() if k != "seed"},
+                                             "n_trials": int((trials["group"] == group).sum()),
+                                             "n_finished": len(finished), "seeds": ",".join(seeds)})
+        agg = {f"{metric_key(r.metric)}/{s}": float(getattr(r, s)) for r in part.itertuples()
+               for s in ("mean", "sd", "min", "max", "ci95_low", "ci95_high", "n") if pd.notna(getattr(r, s))}
+        log_metrics(client, run.info.run_id, agg)
+        write_text(out / "groups" / f"{safe_name(group)}.md", _markdown(robustness_table(part, TABLE_METRICS)))
+        client.log_artifact(run.info.run_id, str(out / "groups" / f"{safe_name(group)}.md"))
+        client.set_terminated(run.info.run_id, "FINISHED")
+
+    run = client.create_run(experiment_id, run_name=f"summary {sweep.name}",
+                            tags={KIND_TAG: "summary", SWEEP_TAG: sweep.name})
+    log_params(client, run.info.run_id, {"sweep": sweep.name, "grid": json.dumps(sweep.grid), "baseline": baseline,
+                                         "compare_metrics": ",".join(sweep.compare_metrics)})
+    comp = {}
+    for r in comparisons.itertuples():
+        prefix = f"compare/{safe_name(r.group)}__vs__{safe_name(r.baseline)}/{metric_key(r.measure)}"
+        comp.update({f"{prefix}/p_value": r.p_value, f"{prefix}/effect_size": r.effect_size,
+                     f"{prefix}/mean_diff": r.mean_diff})
+    log_metrics(client, run.info.run_id, comp)
+    for name in ("robustness.csv", "comparisons.csv", "trials.csv", "robustness.md", "comparisons.md",
+                 "pipelines.md"):
+        client.log_artifact(run.info.run_id, str(out / name))
+    summary_run_id = run.info.run_id
+    report = _report(uri, experiment, out / "report.html")
+    if report is not None:
+        client.log_artifact(summary_run_id, str(report))
+    client.set_terminated(summary_run_id, "FINISHED")
+    if (trials["status"] != "FINISHED").any():
+        log.warning("%d trial(s) failed: %s", int((trials["status"] != "FINISHED").sum()),
+                    ", ".join(trials.loc[trials["status"] != "FINISHED", "key"]))
+    return SweepResult(run_dir, uri, experiment, experiment_id, trials, summary, comparisons, tables)
+
+
+def _specs(groups: dict[str, str], grid) -> list[TrialSpec]:
+    return [TrialSpec({k: v for k, v in r.config["trial"]["values"].items()}, r.config["trial"]["key"],
+                      r.config["trial"]["group"]) for r in grid]
+
+
+def _replace_runs(client, experiment_id: str, sweep: str) -> None:
+    """Aggregate and summary runs are recomputed from all trials each time; older ones are deleted."""
+    for kind in ("aggregate", "summary"):
+        for run in client.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{kind}'",
+                                      max_results=1000):
+            client.delete_run(run.info.run_id)
+
+
+def _report(uri: str, experiment: str, path: Path) -> Path | None:
+    """The HTML report of the sweep (``tasb-ray report``), when the reporting package is available."""
+    try:
+        from tasb_ray.reporting import build_report
+    except ImportError:
+        return None
+    try:
+        build_report(experiment, tracking_uri=uri, out=path)
+    except TasbRayError as e:
+        log.warning("report not written: %s", e)
+        return None
+    return path
