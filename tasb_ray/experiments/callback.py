@@ -36,11 +36,29 @@ class MlflowTrials(tune.Callback):
         self.runs: dict[str, str] = {}
         self.logged: dict[str, set] = {}
         self._client = None
+        self._synced: set[str] = set()
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_client"] = None
+        state["_synced"] = set()
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update({"_client": None, "_synced": set(), **state})
+
+    def _sync_logged(self, key: str, run_id: str) -> None:
+        """Once per driver process, what the run already holds counts as logged.
+
+        A restored driver's copy of this callback is as old as the last experiment snapshot; the trials it
+        resumes replay steps that MLflow may already have.
+        """
+        if key in self._synced:
+            return
+        self._synced.add(key)
+        logged = self.logged.setdefault(key, set())
+        for metric in self.client.get_run(run_id).data.metrics:
+            logged.update((metric, m.step) for m in self.client.get_metric_history(run_id, metric))
 
     @property
     def client(self):
@@ -57,18 +75,22 @@ class MlflowTrials(tune.Callback):
     def _run_id(self, trial) -> str:
         key = self._key(trial)
         if key in self.runs:
+            self._sync_logged(key, self.runs[key])
             return self.runs[key]
         found = find_run(self.client, self.experiment_id, TRIAL_TAG, key)
         if found is not None:
             run_id = found.info.run_id
             if found.info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
+            self.runs[key] = run_id
+            self._sync_logged(key, run_id)
         else:
             run = self.client.create_run(self.experiment_id, run_name=key, tags={
                 KIND_TAG: "trial", GROUP_TAG: self.trial_groups[key], TRIAL_TAG: key, SWEEP_TAG: self.sweep,
                 TUNE_ID_TAG: trial.trial_id})
             run_id = run.info.run_id
             log_params(self.client, run_id, {**self.trial_params[key], "git_commit": self.commit})
+            self._synced.add(key)
         self.runs[key] = run_id
         self.logged.setdefault(key, set())
         return run_id

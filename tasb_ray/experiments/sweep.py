@@ -177,6 +177,11 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
         trainable = tune.with_resources(tune.with_parameters(tune_trial, shared=bundle), resources)
         storage = run_dir / "tune"
         exp_path = storage / safe_name(sweep.name)
+        # Tune's automatic TensorBoard logger renames every '@' metric with a warning per trial and step;
+        # MLflow is the record here, so keep only the CSV and JSON result files beside it.
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+        from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
         if not fresh and tune.Tuner.can_restore(str(exp_path)):
             say(f"continuing the Tune experiment at {exp_path}")
             tuner = tune.Tuner.restore(str(exp_path), trainable, resume_unfinished=True, resume_errored=True)
@@ -188,7 +193,7 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
                 tune_config=tune.TuneConfig(max_concurrent_trials=r.max_concurrent_trials,
                                             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(name=safe_name(sweep.name), storage_path=str(storage),
-                                          callbacks=[callback],
+                                          callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
                                           failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1))
         grid = tuner.fit()
@@ -286,11 +291,13 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
 
     client = MlflowClient(uri)
     _replace_runs(client, experiment_id, sweep.name)
+    aggregate_run_ids = []
     for group in dict.fromkeys(groups.values()):
         part = summary[summary["group"] == group]
         finished = trials[(trials["group"] == group) & (trials["status"] == "FINISHED")]
         run = client.create_run(experiment_id, run_name=f"aggregate {group}",
                                 tags={KIND_TAG: "aggregate", GROUP_TAG: group, SWEEP_TAG: sweep.name})
+        aggregate_run_ids.append(run.info.run_id)
         seeds = [str(v) for v in finished.get("grid.seed", pd.Series(dtype=object)).tolist()]
         values = next((t.values for t in _specs(groups, grid) if t.group == group), {})
         log_params(client, run.info.run_id, {**{k: v for k, v in values.items() if k != "seed"},
@@ -319,7 +326,9 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
     summary_run_id = run.info.run_id
     report = _report(uri, experiment, out / "report.html")
     if report is not None:
-        client.log_artifact(summary_run_id, str(report))
+        # Beside the robustness tables of the summary run and of every aggregate run, so it opens from either.
+        for run_id in (summary_run_id, *aggregate_run_ids):
+            client.log_artifact(run_id, str(report))
     client.set_terminated(summary_run_id, "FINISHED")
     if (trials["status"] != "FINISHED").any():
         log.warning("%d trial(s) failed: %s", int((trials["status"] != "FINISHED").sum()),

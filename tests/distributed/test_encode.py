@@ -109,6 +109,21 @@ def test_kill_and_resume_recomputes_only_missing_shards(full_run, prepared, tiny
     assert {n: (out / n).stat().st_mtime_ns for n in stamps} == stamps
 
 
+def test_uri_output_equals_the_local_path_output(full_run, prepared, tiny_model, tmp_path):
+    """An output given as a pyarrow-filesystem URI (file:// here) holds the same shards and vectors."""
+    uri = (tmp_path / "emb-uri").as_uri()
+    assert uri.startswith("file:///")
+    encode_corpus(prepared, str(tiny_model), uri, shard_rows=SHARD_ROWS, block_rows=4, batch_size=3,
+                  show_progress=False)
+    full, _ = full_run
+    assert _shards(tmp_path / "emb-uri") == _shards(full)
+    ids_a, vec_a = load_embeddings(uri, verify=True)
+    ids_b, vec_b = load_embeddings(full)
+    assert list(ids_a) == list(ids_b)
+    np.testing.assert_allclose(vec_a, vec_b, atol=1e-6, rtol=0)
+    assert read_manifest(uri)["rows"] == 32
+
+
 def test_failed_shard_write_leaves_nothing_under_the_final_name(tmp_path):
     out = _Out(tmp_path / "emb")
 

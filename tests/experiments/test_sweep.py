@@ -121,7 +121,9 @@ def test_report_of_the_real_tiny_sweep_in_chromium(tiny_sweep):
     report = tiny_sweep.root / "run" / "results" / "report.html"
     assert report.is_file()
     (summary,) = _runs(tiny_sweep, "summary")
-    assert "report.html" in {a.path for a in _client(tiny_sweep).list_artifacts(summary.info.run_id)}
+    (aggregate,) = _runs(tiny_sweep, "aggregate")
+    for run in (summary, aggregate):
+        assert "report.html" in {a.path for a in _client(tiny_sweep).list_artifacts(run.info.run_id)}
     if chromium_path() is None:
         pytest.skip("chromium is not installed (.ci/run installs it)")
     page = visit(report)
