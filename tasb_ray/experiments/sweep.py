@@ -138,11 +138,12 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
     from tasb_ray.experiments.trial import tune_trial
 
     run_dir = sweep.resolved_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
     base = _absolute_locations(base_training_dict(sweep), run_dir)
     trials = check_grid(sweep, base)
     baseline = baseline_group(sweep, trials)
     groups = {t.key: t.group for t in trials}
+    # Only a sweep whose grid resolves gets a run directory: a typo leaves nothing behind.
+    run_dir.mkdir(parents=True, exist_ok=True)
 
     uri = resolve_tracking_uri(sweep.mlflow.tracking_uri, run_dir)
     experiment = sweep.mlflow.experiment or sweep.name

@@ -43,3 +43,16 @@ def test_sweep_config_resolves_base_and_checks_grid(tmp_path):
         load_sweep_config(_write(tmp_path, grid={"seed": [0]}, baseline={"alpha": 0}))
     with pytest.raises(ConfigError, match="unknown key 'resources.gpu'"):
         load_sweep_config(_write(tmp_path, grid={"seed": [0]}, resources={"gpu": 1}))
+
+
+def test_unknown_grid_key_fails_before_anything_is_written(tmp_path, tiny_model):
+    from conftest import write_sweep
+
+    from tasb_ray.errors import TasbRayError
+    from tasb_ray.experiments.config import load_sweep_config
+    from tasb_ray.experiments.sweep import run_sweep
+
+    path = write_sweep(tmp_path, tiny_model, grid={"sampler.samplingg": ["tas"]})
+    with pytest.raises(TasbRayError, match="sampler.samplingg"):
+        run_sweep(load_sweep_config(path), say=lambda s: None)
+    assert not (tmp_path / "run").exists()
