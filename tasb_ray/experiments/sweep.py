@@ -114,7 +114,7 @@ def build_bundle(paths: dict[str, Path], work_dir: Path):
     from tasb_ray.experiments.shipping import pack
 
     roots = {}
-    for tagged, path in paths.items():
+    for path in paths.values():
         if path.is_relative_to(work_dir):
             roots[f"work/{path.relative_to(work_dir)}"] = path
         elif (path / "manifest.json").is_file():
@@ -291,7 +291,8 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
         write_text(out / f"{name}.md", md)
 
     client = MlflowClient(uri)
-    _replace_runs(client, experiment_id, sweep.name)
+    _replace_runs(client, experiment_id)
+    group_values = {r.config["trial"]["group"]: r.config["trial"]["values"] for r in grid}
     aggregate_run_ids = []
     for group in dict.fromkeys(groups.values()):
         part = summary[summary["group"] == group]
@@ -300,7 +301,7 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
                                 tags={KIND_TAG: "aggregate", GROUP_TAG: group, SWEEP_TAG: sweep.name})
         aggregate_run_ids.append(run.info.run_id)
         seeds = [str(v) for v in finished.get("grid.seed", pd.Series(dtype=object)).tolist()]
-        values = next((t.values for t in _specs(groups, grid) if t.group == group), {})
+        values = group_values.get(group, {})
         log_params(client, run.info.run_id, {**{k: v for k, v in values.items() if k != "seed"},
                                              "n_trials": int((trials["group"] == group).sum()),
                                              "n_finished": len(finished), "seeds": ",".join(seeds)})
@@ -337,12 +338,7 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
     return SweepResult(run_dir, uri, experiment, experiment_id, trials, summary, comparisons, tables)
 
 
-def _specs(groups: dict[str, str], grid) -> list[TrialSpec]:
-    return [TrialSpec({k: v for k, v in r.config["trial"]["values"].items()}, r.config["trial"]["key"],
-                      r.config["trial"]["group"]) for r in grid]
-
-
-def _replace_runs(client, experiment_id: str, sweep: str) -> None:
+def _replace_runs(client, experiment_id: str) -> None:
     """Aggregate and summary runs are recomputed from all trials each time; older ones are deleted."""
     for kind in ("aggregate", "summary"):
         for run in client.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{kind}'",

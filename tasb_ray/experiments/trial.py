@@ -145,7 +145,7 @@ def write_final(cfg, result, trial: dict, final: Path) -> Path:
     for split, values in result.metrics.items():
         metrics.update({f"final_{split}/{k}": v for k, v in values.items()})
 
-    ds = result.dataset if getattr(result, "dataset", None) is not None else open_data(cfg)
+    ds = result.dataset if result.dataset is not None else open_data(cfg)
     tables = []
     for split in result.metrics:
         run = read_trec_run(final / "runs" / f"{split}.trec")
