@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import write_sweep
 
 from tasb_ray.errors import ConfigError
 from tasb_ray.experiments.config import load_sweep_config
@@ -46,8 +47,6 @@ def test_sweep_config_resolves_base_and_checks_grid(tmp_path):
 
 
 def test_unknown_grid_key_fails_before_anything_is_written(tmp_path, tiny_model):
-    from conftest import write_sweep
-
     from tasb_ray.errors import TasbRayError
     from tasb_ray.experiments.config import load_sweep_config
     from tasb_ray.experiments.sweep import run_sweep
