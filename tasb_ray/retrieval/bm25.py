@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -9,6 +10,20 @@ import numpy as np
 import pandas as pd
 
 from tasb_ray.retrieval.runs import topk_to_run
+
+
+def import_bm25s():
+    """``bm25s``, imported so that it cannot take the GPU.
+
+    With JAX installed, importing bm25s runs a JAX top-k, which starts JAX's default backend; on a GPU machine
+    that backend reserves 75% of the GPU's memory per process. Seen on an H200 with JAX in the image: the BM25
+    imports of two training processes held 105 and 33 GiB and the students ran out of memory. BM25 here works on
+    NumPy arrays on the CPU, so JAX is pointed at the CPU unless ``JAX_PLATFORMS`` is already set.
+    """
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import bm25s
+
+    return bm25s
 
 
 @dataclass(frozen=True)
@@ -25,8 +40,7 @@ class BM25Params:
 class BM25Index:
     def __init__(self, doc_ids: Sequence[str], texts: Sequence[str], params: BM25Params = BM25Params(),
                  show_progress: bool = False):
-        import bm25s
-
+        bm25s = import_bm25s()
         self.params = params
         self.doc_ids = np.asarray(doc_ids, dtype=object)
         self._stemmer = None
@@ -39,15 +53,15 @@ class BM25Index:
         self.retriever.index(self.tokenize(texts), show_progress=show_progress)
 
     def tokenize(self, texts: Sequence[str]):
-        import bm25s
-
-        return bm25s.tokenize(list(texts), stopwords=self.params.stopwords, stemmer=self._stemmer,
-                              show_progress=False)
+        return import_bm25s().tokenize(list(texts), stopwords=self.params.stopwords, stemmer=self._stemmer,
+                                       show_progress=False)
 
     def search(self, query_ids: Sequence[str], texts: Sequence[str], k: int = 1000) -> pd.DataFrame:
         k = min(k, len(self.doc_ids))
         tokens = self.tokenize(texts)
-        indices, scores = self.retriever.retrieve(tokens, k=k, show_progress=self._show, n_threads=0)
+        # NumPy top-k even where JAX is installed: the same ranking (ties included) on every machine.
+        indices, scores = self.retriever.retrieve(tokens, k=k, show_progress=self._show, n_threads=0,
+                                                  backend_selection="numpy")
         # bm25s fills a query's tail with zero-score docs when fewer than k match; they are not results.
         indices = np.where(scores > 0, indices, -1)
         return topk_to_run(query_ids, self.doc_ids, indices, scores)

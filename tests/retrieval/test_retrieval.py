@@ -49,3 +49,20 @@ def test_dense_approximate_kinds_and_errors(tmp_path):
 def test_topk_drops_missing():
     run = topk_to_run(["q"], ["a", "b"], np.array([[1, -1]]), np.array([[0.5, 0.0]]))
     assert list(run.doc_id) == ["b"]
+
+
+@pytest.mark.parametrize("preset", [None, "cuda"])
+def test_bm25_keeps_jax_off_the_gpu_unless_told(preset, tmp_path):
+    """bm25s starts JAX at import; on a GPU box JAX would then reserve 75% of the GPU per process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    if preset:
+        env["JAX_PLATFORMS"] = preset
+    code = ("import os\nfrom tasb_ray.retrieval.bm25 import BM25Index\n"
+            "BM25Index(['a', 'b'], ['heart attack', 'brain tumor']).search(['q'], ['heart'], k=2)\n"
+            "print(os.environ.get('JAX_PLATFORMS'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (preset or "cpu")
