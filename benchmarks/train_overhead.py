@@ -48,6 +48,8 @@ def timed(fn, steps: int) -> list[float]:
     for _ in range(steps):
         t = time.perf_counter()
         fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # GPU work is asynchronous: time it to completion
         out.append(time.perf_counter() - t)
     return out
 
@@ -71,14 +73,18 @@ def measure(model: str, batch_size: int, steps: int, attention_dropout: float) -
     for b in batches:
         q = student.tokenize([data.query_text[x] for x in b.qids], "query")
         p = student.tokenize([data.passage_text[x] for x in b.pos_pids + b.neg_pids], "passage")
-        pre.append((q, p, torch.tensor(b.pos_scores, dtype=torch.float32), torch.tensor(b.neg_scores, dtype=torch.float32)))
+        dev = trainer.device
+        pre.append(({k: v.to(dev) for k, v in q.items()}, {k: v.to(dev) for k, v in p.items()},
+                    torch.tensor(b.pos_scores, dtype=torch.float32, device=dev),
+                    torch.tensor(b.neg_scores, dtype=torch.float32, device=dev)))
     it = iter(pre)
 
     def bare():
         q, p, tp, tn = next(it)
-        qv, pv = student(**q), student(**p)
-        n = len(tp)
-        loss = margin_mse((qv * pv[:n]).sum(-1), (qv * pv[n:]).sum(-1), tp, tn)
+        with trainer._autocast():   # the same precision as train_step (bf16/fp16 autocast on CUDA)
+            qv, pv = student(**q), student(**p)
+            n = len(tp)
+            loss = margin_mse((qv * pv[:n]).sum(-1).float(), (qv * pv[n:]).sum(-1).float(), tp, tn)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
