@@ -8,7 +8,7 @@ import logging
 import sys
 
 from tasb_ray import __version__
-from tasb_ray.errors import TasbRayError
+from tasb_ray.errors import run_guarded
 
 # command name -> module in tasb_ray.commands (each defines HELP, add_arguments(parser), run(args) -> int)
 COMMANDS = {
@@ -40,14 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return int(args._run(args) or 0)
-    except TasbRayError as e:
-        print(f"tasb-ray {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"tasb-ray {args.command}: interrupted", file=sys.stderr)
-        return 130
+    code, failed = run_guarded(f"tasb-ray {args.command}", lambda: int(args._run(args) or 0))
+    return code if failed is None else failed
 
 
 if __name__ == "__main__":

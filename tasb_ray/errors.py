@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 class TasbRayError(Exception):
@@ -27,3 +31,19 @@ class DataFormatError(TasbRayError):
 
 class ConfigError(TasbRayError):
     """Invalid configuration: unknown key, wrong type, bad value."""
+
+
+def run_guarded(prog: str, fn: Callable[[], T], interrupted: str = "interrupted") -> tuple[T | None, int | None]:
+    """Run a command's body: ``(value, None)``, or ``(None, exit code)`` after one line on stderr.
+
+    A :class:`TasbRayError` prints ``prog: error: message`` and gives 2; Ctrl-C prints ``prog: <interrupted>``
+    and gives 130. Any other exception is a bug and keeps its traceback.
+    """
+    try:
+        return fn(), None
+    except TasbRayError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return None, 2
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return None, 130

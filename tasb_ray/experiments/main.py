@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from tasb_ray.errors import TasbRayError
+from tasb_ray.errors import TasbRayError, run_guarded
 
 
 def build_parser(prog: str, description: str, default_config: Path, quick_config: Path | None) -> argparse.ArgumentParser:
@@ -43,7 +42,8 @@ def main(prog: str, description: str, default_config: Path, quick_config: Path |
     args = build_parser(prog, description, default_config, quick_config).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = args.config or (quick_config if getattr(args, "quick", False) else default_config)
-    try:
+
+    def sweep_from_args():
         top: dict = {}
         if args.run_dir:
             top["run_dir"] = args.run_dir
@@ -64,13 +64,13 @@ def main(prog: str, description: str, default_config: Path, quick_config: Path |
             sweep.ray.num_cpus = args.num_cpus
         if args.cpus_per_trial:
             sweep.resources.cpus_per_trial = args.cpus_per_trial
-        result = run_sweep(sweep, fresh=args.fresh)
-    except TasbRayError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; run the same command again to continue the sweep", file=sys.stderr)
-        return 130
+        return sweep, run_sweep(sweep, fresh=args.fresh)
+
+    out, code = run_guarded(prog, sweep_from_args, "interrupted; run the same command again to continue the sweep")
+    if code is not None:
+        return code
+    sweep, result = out
+
     print()
     print(f"## {result.experiment}: robustness across seeds (mean ± sd)\n")
     print(result.tables["robustness"])
