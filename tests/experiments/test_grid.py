@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import write_sweep
+from sweep_fixture import write_sweep
 
 from tasb_ray.errors import ConfigError
 from tasb_ray.experiments.config import load_sweep_config

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_sweep
+from sweep_fixture import write_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_sweep
+from sweep_fixture import write_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from report_fixture import ALPHA_FAILED, SEEDS_FAILED
 
 MEASURES = ("nDCG_10", "MRR_10", "R_100", "R_1000")
 PIPELINES = ("bm25", "dense", "fusion-interp", "fusion-rrf", "rerank")
@@ -181,9 +182,6 @@ class Store:
     root: Path
     sweeps: dict[str, FakeSweep]
 
-
-SEEDS_FAILED = "t05-sampler.sampling=tasb-seed=2"
-ALPHA_FAILED = "t07-alpha=0.0-clusters.k=20-seed=1"
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ALPHA_FAILED, SEEDS_FAILED
+from report_fixture import ALPHA_FAILED, SEEDS_FAILED
 from dom import parse
 
 from tasb_ray.cli import main

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import ALPHA_FAILED, SEEDS_FAILED
+from report_fixture import ALPHA_FAILED, SEEDS_FAILED
 
 from tasb_ray.errors import TasbRayError
 from tasb_ray.reporting import collect
