@@ -62,10 +62,14 @@ def expand_grid(grid: dict) -> list[TrialSpec]:
     return trials
 
 
+def apply_values(data: dict, values: dict) -> dict:
+    """``data`` with dotted-key ``values`` set, e.g. ``{"optim.lr": 6e-5}``."""
+    return apply_overrides(data, [f"{k}={_fmt(v)}" for k, v in values.items()])
+
+
 def base_training_dict(sweep: SweepConfig) -> dict:
     """The base training config with the sweep's ``set`` overrides, as plain data."""
-    data = load_yaml(sweep.base_path())
-    return apply_overrides(data, [f"{k}={_fmt(v)}" for k, v in sweep.set.items()])
+    return apply_values(load_yaml(sweep.base_path()), sweep.set)
 
 
 def trial_training_config(base: dict, trial: TrialSpec, name: str, output_dir: str | Path | None = None,
@@ -74,7 +78,7 @@ def trial_training_config(base: dict, trial: TrialSpec, name: str, output_dir: s
     overrides = {**trial.values, "name": name, **(extra or {})}
     if output_dir is not None:
         overrides["output_dir"] = str(output_dir)
-    data = apply_overrides(base, [f"{k}={_fmt(v)}" for k, v in overrides.items()])
+    data = apply_values(base, overrides)
     try:
         return from_dict(TrainingConfig, data)
     except ConfigError as e:
@@ -83,9 +87,14 @@ def trial_training_config(base: dict, trial: TrialSpec, name: str, output_dir: s
 
 def check_grid(sweep: SweepConfig, base: dict) -> list[TrialSpec]:
     """Expand the grid and build every trial's config once, so a bad key fails before Ray starts."""
-    trials = expand_grid(sweep.grid)
+    return check_trials(sweep.grid, base, sweep.name)
+
+
+def check_trials(grid: dict, base: dict, name: str, extra: dict | None = None) -> list[TrialSpec]:
+    """Every trial's config built once: an unknown grid key or a bad value fails before anything runs."""
+    trials = expand_grid(grid)
     for t in trials:
-        cfg = trial_training_config(base, t, sweep.name)
+        cfg = trial_training_config(base, t, name, extra=extra)
         flat = _flat_keys(to_dict(cfg))
         for key in t.values:
             if key not in flat:
