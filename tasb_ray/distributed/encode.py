@@ -34,13 +34,23 @@ import os
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
+from tasb_ray.distributed.batch_encoder import (
+    EMBEDDING,
+    PAD_MULTIPLE,
+    ROW,
+    EncoderActor,
+    fixed_size_list,
+    model_fingerprint,
+    resolve_encoder,
+    vectors_of,
+)
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.schema import DOC_ID, QUERY_ID, TEXT
 
@@ -49,10 +59,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 MANIFEST = "manifest.json"
 INDEX_DIR = "index"
-ROW = "row"
-EMBEDDING = "embedding"
 FOOTER_KEY = b"tasb_ray"
-PAD_MULTIPLE = 8
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 
 
@@ -62,128 +69,6 @@ class InjectedFailure(TasbRayError):
 
 def shard_name(i: int) -> str:
     return f"shard-{i:05d}.parquet"
-
-
-# --- deterministic encoding ------------------------------------------------------------------------------------
-
-
-def encode_bucketed(encoder, texts: Sequence[str], kind: str, batch_size: int = 64,
-                    pad_multiple: int = PAD_MULTIPLE) -> np.ndarray:
-    """float32 ``[N, dim]`` embeddings of ``texts`` whose values do not depend on which texts are encoded together.
-
-    Each text is padded to its own token length rounded up to ``pad_multiple`` (capped at the max length), and
-    a forward pass only holds texts of one padded length; longest first, ``batch_size`` rows at most. Equal to
-    ``BertDot.encode`` up to float rounding (padding is masked).
-
-    Args:
-        encoder: a :class:`tasb_ray.models.encoder.BertDot`.
-        texts: the texts.
-        kind: ``query`` or ``passage`` (selects the max length).
-        batch_size: rows per forward pass.
-        pad_multiple: padded lengths are multiples of this.
-    """
-    import torch
-
-    if kind not in ("query", "passage"):
-        raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
-    n = len(texts)
-    out = np.empty((n, encoder.dim), dtype=np.float32)
-    if n == 0:
-        return out
-    max_len = encoder.spec.query_max_len if kind == "query" else encoder.spec.passage_max_len
-    ids = encoder.tokenizer(list(texts), truncation=True, max_length=max_len, padding=False,
-                            return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
-    padded = np.minimum(-(-lengths // pad_multiple) * pad_multiple, max_len)
-    pad_id = encoder.tokenizer.pad_token_id or 0
-    device = encoder.device
-    was_training = encoder.training
-    encoder.eval()
-    autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
-    with torch.inference_mode(), autocast:
-        for length in np.unique(padded)[::-1]:
-            rows = np.flatnonzero(padded == length)
-            for s in range(0, len(rows), batch_size):
-                idx = rows[s:s + batch_size]
-                input_ids = np.full((len(idx), int(length)), pad_id, dtype=np.int64)
-                mask = np.zeros((len(idx), int(length)), dtype=np.int64)
-                for j, i in enumerate(idx):
-                    input_ids[j, :lengths[i]] = ids[i]
-                    mask[j, :lengths[i]] = 1
-                vec = encoder(torch.from_numpy(input_ids).to(device), torch.from_numpy(mask).to(device))
-                out[idx] = vec.float().cpu().numpy()
-    encoder.train(was_training)
-    return out
-
-
-def _assigned_cpus() -> int:
-    try:
-        import ray
-
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-    except Exception:  # noqa: BLE001 - outside Ray
-        cpus = 0
-    return max(1, int(round(cpus))) if cpus else 0
-
-
-class EncoderActor:
-    """Ray Data callable class: loads a :class:`BertDot` once, then encodes pyarrow batches.
-
-    Input batches have ``row``, the id column and ``text``; output batches ``row``, the id column and
-    ``embedding`` (fixed-size list of float32), same rows, same order.
-
-    Args:
-        model, pooling, normalize, query_max_len, passage_max_len: as for :class:`BertDot`.
-        kind: ``passage`` or ``query``.
-        id_column: the id column to carry through (``doc_id`` or ``query_id``).
-        batch_size: rows per forward pass.
-        device: ``cuda`` or ``cpu``; on CPU torch gets as many threads as the actor holds CPUs (``threads``
-            overrides): more threads than cores was measured 30x slower on this machine.
-    """
-
-    def __init__(self, model: str, pooling: str = "auto", normalize: bool | None = None,
-                 query_max_len: int | None = None, passage_max_len: int | None = None, kind: str = "passage",
-                 id_column: str = DOC_ID, batch_size: int = 64, device: str = "cpu", threads: int | None = None):
-        import torch
-
-        from tasb_ray.models.encoder import BertDot
-
-        if device == "cpu":
-            n = threads or _assigned_cpus() or torch.get_num_threads()
-            torch.set_num_threads(max(1, int(n)))
-        self.encoder = BertDot(model, pooling=pooling, normalize=normalize, query_max_len=query_max_len,
-                               passage_max_len=passage_max_len).to(device).eval()
-        self.kind = kind
-        self.id_column = id_column
-        self.batch_size = batch_size
-
-    def __call__(self, batch):
-        import pyarrow as pa
-
-        texts = batch.column(TEXT).to_pylist()
-        vectors = encode_bucketed(self.encoder, texts, self.kind, self.batch_size)
-        return pa.table({ROW: batch.column(ROW), self.id_column: batch.column(self.id_column),
-                         EMBEDDING: fixed_size_list(vectors)})
-
-
-def fixed_size_list(vectors: np.ndarray):
-    import pyarrow as pa
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
-
-
-def vectors_of(column) -> np.ndarray:
-    """``[rows, dim]`` float32 view of a fixed-size-list column (chunked or not)."""
-    import pyarrow as pa
-
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    dim = arr.type.list_size
-    if len(arr) == 0:
-        return np.zeros((0, dim), dtype=np.float32)
-    flat = arr.flatten()
-    return flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(arr), dim)
 
 
 # --- output location ---------------------------------------------------------------------------------------
@@ -345,39 +230,6 @@ def _queries_input(ds, split: str | None) -> _Input:
     identity = {"name": ds.name, "table": "queries.parquet", "split": split, "sha256": h.hexdigest(),
                 "rows": len(q)}
     return _Input("query", QUERY_ID, len(q), identity, frame=q)
-
-
-# --- model identity ----------------------------------------------------------------------------------------
-
-
-def resolve_encoder(model: str, pooling: str = "auto", normalize: bool | None = None,
-                    query_max_len: int | None = None, passage_max_len: int | None = None) -> tuple[str, dict]:
-    """The resolved model name and the encoder spec :class:`BertDot` would use, without loading weights."""
-    from tasb_ray.models.encoder import spec_from_model
-    from tasb_ray.models.registry import resolve_model
-
-    name = resolve_model(model)
-    base = spec_from_model(name)
-    overrides = {k: v for k, v in dict(pooling=None if pooling == "auto" else pooling, normalize=normalize,
-                                       query_max_len=query_max_len, passage_max_len=passage_max_len).items()
-                 if v is not None}
-    return name, asdict(replace(base, **overrides))
-
-
-def model_fingerprint(name: str) -> str | None:
-    """sha256 over a local model directory's weights and configs (None for a hub id): a checkpoint retrained in
-    place must not pass for the one that produced existing shards."""
-    p = Path(name)
-    if not p.is_dir():
-        return None
-    h = hashlib.sha256()
-    for f in sorted(p.iterdir()):
-        if f.is_file() and (f.suffix in (".safetensors", ".bin", ".json", ".txt") or f.name == "modules.json"):
-            h.update(f.name.encode() + b"\0")
-            with open(f, "rb") as fh:
-                while block := fh.read(1 << 22):
-                    h.update(block)
-    return h.hexdigest()
 
 
 # --- shards ------------------------------------------------------------------------------------------------

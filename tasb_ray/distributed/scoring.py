@@ -29,9 +29,9 @@ _BATCH, _SIZE, _POS = "_batch", "_batch_rows", "_pos"
 def _set_threads(threads: int | None) -> None:
     import torch
 
-    from tasb_ray.distributed.encode import _assigned_cpus
+    from tasb_ray.distributed.batch_encoder import assigned_cpus
 
-    n = threads or _assigned_cpus()
+    n = threads or assigned_cpus()
     if n:
         torch.set_num_threads(max(1, int(n)))
 
@@ -184,14 +184,8 @@ def encode_texts_ray(ids: Sequence[str], texts: Sequence[str], model: str, kind:
     """
     import ray
 
-    from tasb_ray.distributed.encode import (
-        EMBEDDING,
-        ROW,
-        EncoderActor,
-        data_context,
-        resolve_encoder,
-        vectors_of,
-    )
+    from tasb_ray.distributed.batch_encoder import EMBEDDING, ROW, EncoderActor, resolve_encoder, vectors_of
+    from tasb_ray.distributed.encode import data_context
     from tasb_ray.distributed.runtime import ray_session
 
     if kind not in ("query", "passage"):

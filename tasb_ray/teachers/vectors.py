@@ -19,7 +19,7 @@ the encoder as resolved (model, weights fingerprint, pooling, normalisation, max
 
 Both ways of building give the same numbers: in process and on Ray Data (:func:`tasb_ray.distributed.encode.
 encode_corpus` / ``encode_queries``: sharded, resumable, manifest) every text goes through
-:func:`tasb_ray.distributed.encode.encode_bucketed`, whose vectors do not depend on which texts share a batch.
+:func:`tasb_ray.distributed.batch_encoder.encode_bucketed`, whose vectors do not depend on which texts share a batch.
 The Ray path encodes into ``<work_dir>/.teacher-vectors-<key>.ray/`` first, so a killed build resumes from its
 finished shards; that directory is removed once the stage is published.
 
@@ -67,7 +67,7 @@ def encoder_identity(member_cfg: TeacherConfig) -> dict:
     environments) and identified by a fingerprint of its local weights (a checkpoint retrained in place must not
     pass for the old one).
     """
-    from tasb_ray.distributed.encode import model_fingerprint, resolve_encoder
+    from tasb_ray.distributed.batch_encoder import model_fingerprint, resolve_encoder
 
     _check_bi_encoder(member_cfg)
     name, spec = resolve_encoder(str(member_cfg.model), "auto", None, member_cfg.max_query_len,
@@ -130,7 +130,7 @@ def teacher_vectors_stage(member_cfg: TeacherConfig | Mapping, ds, work_dir: str
 
 
 def _resolved(cfg: TeacherConfig) -> tuple[str, dict]:
-    from tasb_ray.distributed.encode import resolve_encoder
+    from tasb_ray.distributed.batch_encoder import resolve_encoder
 
     return resolve_encoder(str(cfg.model), "auto", None, cfg.max_query_len, cfg.max_passage_len)
 
@@ -164,7 +164,7 @@ def encode_texts(encoder, texts: Sequence[str], kind: str, batch_size: int = 32,
         texts: the texts; kind: ``query`` or ``passage``; batch_size: rows per forward pass.
         show_progress: a tqdm bar over texts.
     """
-    from tasb_ray.distributed.encode import encode_bucketed
+    from tasb_ray.distributed.batch_encoder import encode_bucketed
 
     texts = list(texts)
     out = np.empty((len(texts), encoder.dim), dtype=np.float32)
@@ -213,7 +213,7 @@ def write_vectors(path: str | os.PathLike, id_column: str, ids: Sequence[str], v
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasb_ray.distributed.encode import fixed_size_list
+    from tasb_ray.distributed.batch_encoder import fixed_size_list
     from tasb_ray.fileio import atomic_path
 
     if len(ids) != len(vectors):
@@ -228,7 +228,7 @@ def read_vectors(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """``(ids, float32 [N, dim])`` of one vectors file (the first column holds the ids)."""
     import pyarrow.parquet as pq
 
-    from tasb_ray.distributed.encode import vectors_of
+    from tasb_ray.distributed.batch_encoder import vectors_of
 
     table = pq.read_table(path)
     if EMBEDDING not in table.column_names:

@@ -170,7 +170,7 @@ def clusters_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = Fal
                                          normalize=cfg.student.normalize, query_max_len=cfg.student.query_max_len,
                                          **(ray or RayOptions()).pool())
         else:
-            from tasb_ray.distributed.encode import encode_bucketed
+            from tasb_ray.distributed.batch_encoder import encode_bucketed
 
             vectors = encode_bucketed(_encoder(encoder_name, cfg), queries[TEXT].tolist(), "query")
         assignment = cluster_queries(queries[QUERY_ID].tolist(), vectors, k.k, k.seed, niter=k.niter)
