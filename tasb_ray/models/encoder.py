@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasb_ray.errors import ConfigError
+from tasb_ray.models.batching import length_sorted_batches
 from tasb_ray.models.registry import resolve_model
 
 SPEC_FILE = "tasb_ray_encoder.json"
@@ -153,17 +154,15 @@ class BertDot(nn.Module):
             raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
         was_training = self.training
         self.eval()
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        starts = range(0, len(texts), batch_size)
+        batches = length_sorted_batches([len(t) for t in texts], batch_size)
         if show_progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=f"encode {kind}s", unit="batch")
+            batches = tqdm(batches, total=-(-len(texts) // batch_size), desc=f"encode {kind}s", unit="batch")
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else contextlib.nullcontext()
         with autocast:
-            for s in starts:
-                idx = order[s:s + batch_size]
+            for idx in batches:
                 out[idx] = self.embed([texts[i] for i in idx], kind).float().cpu().numpy()
         self.train(was_training)
         return out

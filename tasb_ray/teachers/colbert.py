@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from tasb_ray.errors import ConfigError
+from tasb_ray.models.batching import length_sorted_batches
 from tasb_ray.models.registry import resolve_model
-from tasb_ray.teachers._neural import autocast, length_sorted_batches, pick_device
+from tasb_ray.teachers._neural import autocast, pick_device
 from tasb_ray.teachers.base import Teacher, factorize
 
 QUERY_MARKER = "[unused0]"

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tasb_ray.models.batching import length_sorted_batches
 from tasb_ray.models.registry import resolve_model
-from tasb_ray.teachers._neural import autocast, length_sorted_batches, pick_device
+from tasb_ray.teachers._neural import autocast, pick_device
 from tasb_ray.teachers.base import Teacher
 
 
