@@ -70,10 +70,10 @@ def measure(model: str, batch_size: int, steps: int, attention_dropout: float) -
     batches = [next(sampler) for _ in range(steps)]
     student, opt = trainer.student, trainer.optimizer
     pre = []
+    dev = trainer.device
     for b in batches:
         q = student.tokenize([data.query_text[x] for x in b.qids], "query")
         p = student.tokenize([data.passage_text[x] for x in b.pos_pids + b.neg_pids], "passage")
-        dev = trainer.device
         pre.append(({k: v.to(dev) for k, v in q.items()}, {k: v.to(dev) for k, v in p.items()},
                     torch.tensor(b.pos_scores, dtype=torch.float32, device=dev),
                     torch.tensor(b.neg_scores, dtype=torch.float32, device=dev)))

@@ -82,7 +82,6 @@ class MlflowTrials(tune.Callback):
             run_id = found.info.run_id
             if found.info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
-            self.runs[key] = run_id
             self._sync_logged(key, run_id)
         else:
             run = self.client.create_run(self.experiment_id, run_name=key, tags={

@@ -56,7 +56,7 @@ def _scalar(raw: str):
 
 @dataclass
 class SearchResult:
-    trials: list[dict]              # key, group, values, metrics (split -> metric -> value), seconds
+    trials: list[dict]              # key, group, values, metrics (split -> metric -> value), seconds (None: read back)
     groups: list[dict]              # group, values, n, <split>: {metric: stats}
     best: dict = field(default_factory=dict)   # the group with the highest mean dev metric
 
@@ -100,17 +100,19 @@ def run_search(base: dict, grid: dict[str, list], run_dir: str | Path, *, name: 
                for t in trials]
     rows = []
     for i, (t, cfg) in enumerate(configs, 1):
-        out = run_dir / safe_name(t.key)
+        out = Path(cfg.output_dir)
         metrics = _finished(cfg, out)
-        start = time.perf_counter()
+        seconds = None   # a trial read back from an earlier run was not timed by this one
         if metrics is None:
             log.info("[%d/%d] %s: training", i, len(configs), t.key)
+            start = time.perf_counter()
             metrics = runner(cfg).metrics
-        seconds = time.perf_counter() - start
+            seconds = round(time.perf_counter() - start, 1)
         dev = metrics[cfg.data.dev_split].get(cfg.eval.metric)
-        log.info("[%d/%d] %s: dev %s %.4f (%.0f s)", i, len(configs), t.key, cfg.eval.metric, dev, seconds)
+        log.info("[%d/%d] %s: dev %s %.4f (%s)", i, len(configs), t.key, cfg.eval.metric, dev,
+                 "read back" if seconds is None else f"{seconds:.0f} s")
         rows.append({"key": t.key, "group": t.group, "values": t.values, "metrics": metrics,
-                     "seconds": round(seconds, 1), "output_dir": str(out)})
+                     "seconds": seconds, "output_dir": str(out)})
     result = summarize_search(rows, trials, configs[0][1])
     write_search(run_dir, result, configs[0][1], base, grid)
     return result
