@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tasb_ray.data import prepare_dataset
 from tasb_ray.evaluation.metrics import DEFAULT_METRICS
-from tasb_ray.evaluation.pipeline import DenseOptions, retrieve
+from tasb_ray.evaluation.first_stage import DenseOptions, retrieve
 from tasb_ray.fileio import write_json, write_text
 
 PUBLISHED = {("scifact", "dense"): 0.6451, ("nfcorpus", "dense"): 0.3159}

@@ -36,7 +36,7 @@ from tasb_ray.retrieval.bm25 import BM25Index, BM25Params
 from tasb_ray.schema import DOC_ID, QUERY_ID, SCORE, TEXT
 from tasb_ray.teachers import TeacherConfig, build_teacher
 from tasb_ray.teachers.ensemble import EnsembleTeacher
-from tasb_ray.teachers.file import FileTeacher
+from tasb_ray.teachers.precomputed import FileTeacher
 
 METRICS = ("nDCG@10", "MRR@10")
 

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from tasb_ray.config import apply_overrides, load_yaml
-    from tasb_ray.experiments.dev_search import best_values, parse_grid, run_search
+    from tasb_ray.experiments.search import best_values, parse_grid, run_search
     from tasb_ray.experiments.grid import apply_values
 
     def search():

@@ -9,11 +9,17 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import yaml
 
 from tasb_ray.errors import ConfigError
 
 T = TypeVar("T")
+
+
+def is_int(v: Any) -> bool:
+    """An integer that is not a bool (YAML and NumPy integers alike)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def _is_optional(tp) -> tuple[bool, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from tasb_ray.commands.common import add_dataset_arguments, open_dataset
+from tasb_ray.distributed.encode import encode_corpus, read_manifest
 
 HELP = "encode a corpus into resumable embedding shards (Ray Data), optionally with a faiss index"
 
@@ -70,8 +71,6 @@ def gpu_choice(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tasb_ray.distributed.encode import encode_corpus, read_manifest
-
     ds = open_dataset(args.dataset, args)
     stats: dict = {}
     out = encode_corpus(ds, args.model, args.out, pooling=args.pooling, normalize=args.normalize,

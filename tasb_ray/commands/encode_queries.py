@@ -15,6 +15,7 @@ from tasb_ray.commands.encode_corpus import (
     gpu_choice,
     print_summary,
 )
+from tasb_ray.distributed.encode import encode_queries, read_manifest
 
 HELP = "encode the queries of a split into resumable embedding shards (Ray Data)"
 
@@ -30,8 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tasb_ray.distributed.encode import encode_queries, read_manifest
-
     ds = open_dataset(args.dataset, args)
     split = None if args.split == "all" else args.split
     if split is not None:

@@ -10,7 +10,11 @@ import argparse
 from pathlib import Path
 
 from tasb_ray.commands.common import add_dataset_arguments, add_encoder_arguments, open_dataset
-from tasb_ray.evaluation.metrics import DEFAULT_METRICS
+from tasb_ray.data.trec import write_trec_run
+from tasb_ray.evaluation.first_stage import DenseOptions, default_run_path, retrieve
+from tasb_ray.evaluation.metrics import DEFAULT_METRICS, format_table
+from tasb_ray.fileio import write_json
+from tasb_ray.retrieval.bm25 import BM25Params
 
 HELP = "run BM25 or dense retrieval on a split and report nDCG@10, MRR@10, R@100, R@1000"
 
@@ -36,12 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tasb_ray.data.trec import write_trec_run
-    from tasb_ray.evaluation.metrics import format_table
-    from tasb_ray.evaluation.pipeline import DenseOptions, default_run_path, retrieve
-    from tasb_ray.fileio import write_json
-    from tasb_ray.retrieval.bm25 import BM25Params
-
     ds = open_dataset(args.dataset, args)
     dense = DenseOptions(model=args.model, pooling=args.pooling, normalize=args.normalize,
                          query_max_len=args.query_max_len, passage_max_len=args.passage_max_len,

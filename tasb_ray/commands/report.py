@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import argparse
 
+from tasb_ray.fileio import write_text
+from tasb_ray.reporting import collect_sweep, log_report, render_report
+from tasb_ray.tracking import default_tracking_uri
+
 HELP = "write an HTML robustness and pipeline report of a sweep from its MLflow experiment"
 
 
@@ -23,10 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tasb_ray.fileio import write_text
-    from tasb_ray.reporting import collect_sweep, log_report, render_report
-    from tasb_ray.reporting.collect import default_tracking_uri
-
     uri = args.tracking_uri or default_tracking_uri()
     data = collect_sweep(args.experiment, uri)
     write_text(args.out, render_report(data))

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import argparse
 
+from tasb_ray.config import dump_yaml, load_config
+from tasb_ray.evaluation.metrics import format_table
+from tasb_ray.pipeline.run import run_training
+from tasb_ray.training.config import TrainingConfig
+
 HELP = "train a dense retriever with TAS-Balanced from a YAML config"
 
 
@@ -21,11 +26,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tasb_ray.config import dump_yaml, load_config
-    from tasb_ray.evaluation.metrics import format_table
-    from tasb_ray.training.config import TrainingConfig
-    from tasb_ray.training.run import run_training
-
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")

@@ -28,7 +28,7 @@ def load(dataset_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.Data
     """Corpus, queries and qrels of one ir_datasets id; the split is named by the id's last part."""
     if not available():
         raise TasbRayError(f"{dataset_id}: ir_datasets is not installed (pip install 'tasb-ray[irds]')")
-    import ir_datasets
+    import ir_datasets  # lazy: an optional extra (tasb-ray[irds]), needed only for irds: datasets
 
     try:
         ds = ir_datasets.load(dataset_id)

@@ -1,4 +1,4 @@
-"""Ray-distributed stages: sharded resumable encoding, teacher scoring and query encoding on Ray Data."""
+"""Ray services: the runtime, actor pools for batch work handed in, and sharded resumable encoding on Ray Data."""
 
 from tasb_ray.distributed.encode import (
     encode_corpus,

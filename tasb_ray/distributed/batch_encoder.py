@@ -2,7 +2,7 @@
 
 :func:`encode_bucketed` is what every encoder path runs: in process (teacher vectors, clusters, evaluation) and
 inside :class:`EncoderActor`, the Ray Data callable class of the sharded encoder (:mod:`tasb_ray.distributed.encode`)
-and of the in-memory pipelines (:mod:`tasb_ray.distributed.scoring`). Also here: the Arrow form of the vectors,
+and of the in-memory pipelines (:mod:`tasb_ray.distributed.texts`). Also here: the Arrow form of the vectors,
 and the identity of a model (resolved name, encoder spec, weight fingerprint) that outputs are keyed by.
 """
 
@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
+import ray
+import torch
 
+from tasb_ray.models.encoder import BertDot, spec_from_model
+from tasb_ray.models.registry import resolve_model
 from tasb_ray.schema import DOC_ID, TEXT
 
 ROW = "row"
@@ -40,8 +45,6 @@ def encode_bucketed(encoder, texts: Sequence[str], kind: str, batch_size: int = 
         batch_size: rows per forward pass.
         pad_multiple: padded lengths are multiples of this.
     """
-    import torch
-
     if kind not in ("query", "passage"):
         raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
     n = len(texts)
@@ -77,8 +80,6 @@ def encode_bucketed(encoder, texts: Sequence[str], kind: str, batch_size: int = 
 
 def assigned_cpus() -> int:
     try:
-        import ray
-
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
     except Exception:  # noqa: BLE001 - outside Ray
         cpus = 0
@@ -103,10 +104,6 @@ class EncoderActor:
     def __init__(self, model: str, pooling: str = "auto", normalize: bool | None = None,
                  query_max_len: int | None = None, passage_max_len: int | None = None, kind: str = "passage",
                  id_column: str = DOC_ID, batch_size: int = 64, device: str = "cpu", threads: int | None = None):
-        import torch
-
-        from tasb_ray.models.encoder import BertDot
-
         if device == "cpu":
             n = threads or assigned_cpus() or torch.get_num_threads()
             torch.set_num_threads(max(1, int(n)))
@@ -117,8 +114,6 @@ class EncoderActor:
         self.batch_size = batch_size
 
     def __call__(self, batch):
-        import pyarrow as pa
-
         texts = batch.column(TEXT).to_pylist()
         vectors = encode_bucketed(self.encoder, texts, self.kind, self.batch_size)
         return pa.table({ROW: batch.column(ROW), self.id_column: batch.column(self.id_column),
@@ -126,16 +121,12 @@ class EncoderActor:
 
 
 def fixed_size_list(vectors: np.ndarray):
-    import pyarrow as pa
-
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
 
 
 def vectors_of(column) -> np.ndarray:
     """``[rows, dim]`` float32 view of a fixed-size-list column (chunked or not)."""
-    import pyarrow as pa
-
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     dim = arr.type.list_size
     if len(arr) == 0:
@@ -150,9 +141,6 @@ def vectors_of(column) -> np.ndarray:
 def resolve_encoder(model: str, pooling: str = "auto", normalize: bool | None = None,
                     query_max_len: int | None = None, passage_max_len: int | None = None) -> tuple[str, dict]:
     """The resolved model name and the encoder spec :class:`BertDot` would use, without loading weights."""
-    from tasb_ray.models.encoder import spec_from_model
-    from tasb_ray.models.registry import resolve_model
-
     name = resolve_model(model)
     base = spec_from_model(name)
     overrides = {k: v for k, v in dict(pooling=None if pooling == "auto" else pooling, normalize=normalize,

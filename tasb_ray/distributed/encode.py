@@ -1,5 +1,9 @@
 """Sharded, resumable encoding of a corpus (or a query split) on Ray Data.
 
+The drivers: :func:`encode_corpus` and :func:`encode_queries` plan shards, reuse finished ones, run the Ray Data
+pipeline (:mod:`tasb_ray.distributed.ray_data`) over the rest, verify ids, build an optional index and write the
+manifest last (:mod:`tasb_ray.distributed.shards`).
+
 Layout of an output directory (local path or a pyarrow-filesystem URI)::
 
     shard-00000.parquet   doc_id: string, embedding: fixed_size_list<float32>[dim]; rows [0, S)
@@ -25,343 +29,59 @@ Layout of an output directory (local path or a pyarrow-filesystem URI)::
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
-import uuid
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
+import faiss
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
-from tasb_ray.distributed.batch_encoder import (
-    EMBEDDING,
-    PAD_MULTIPLE,
-    ROW,
-    EncoderActor,
-    fixed_size_list,
-    model_fingerprint,
-    resolve_encoder,
-    vectors_of,
+from tasb_ray.distributed.batch_encoder import EMBEDDING, PAD_MULTIPLE, model_fingerprint, resolve_encoder
+from tasb_ray.distributed.ray_data import (
+    EncodeInput,
+    EncodeOptions,
+    InjectedFailure,
+    corpus_input,
+    cpu_pool,
+    data_context,
+    encode_missing,
+    queries_input,
+)
+from tasb_ray.distributed.shards import (
+    FORMAT,
+    INDEX_DIR,
+    MANIFEST,
+    OutputDir,
+    ShardPlan,
+    iter_shards,
+    iter_written_shards,
+    load_embeddings,
+    read_footer,
+    read_manifest,
+    read_manifest_of,
+    shard_name,
 )
 from tasb_ray.errors import ConfigError, TasbRayError
-from tasb_ray.schema import DOC_ID, QUERY_ID, TEXT
+from tasb_ray.retrieval.dense import DenseIndex
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-MANIFEST = "manifest.json"
-INDEX_DIR = "index"
-FOOTER_KEY = b"tasb_ray"
 INDEX_KINDS = ("flat", "ivf", "hnsw")
+_Out = OutputDir  # the name the tests and benchmarks knew
 
-
-class InjectedFailure(TasbRayError):
-    """Raised by ``fail_after_shards``: a simulated crash for tests."""
-
-
-def shard_name(i: int) -> str:
-    return f"shard-{i:05d}.parquet"
-
-
-# --- output location ---------------------------------------------------------------------------------------
-
-
-class _Out:
-    """An output directory on a pyarrow filesystem: local path or URI."""
-
-    def __init__(self, out: str | os.PathLike, create: bool = True):
-        import pyarrow.fs as pafs
-
-        s = os.fspath(out)
-        if "://" in s and not s.startswith("file://"):
-            self.fs, self.path = pafs.FileSystem.from_uri(s)
-            self.local = None
-            self.display = s
-        else:
-            local = Path(s[len("file://"):] if s.startswith("file://") else s).expanduser().resolve()
-            self.fs, self.path = pafs.LocalFileSystem(), str(local)
-            self.local = local
-            self.display = str(local)
-        if create:
-            self.fs.create_dir(self.path, recursive=True)
-
-    def join(self, name: str) -> str:
-        return f"{self.path.rstrip('/')}/{name}"
-
-    def exists(self, name: str) -> bool:
-        import pyarrow.fs as pafs
-
-        return self.fs.get_file_info(self.join(name)).type != pafs.FileType.NotFound
-
-    def size(self, name: str) -> int:
-        return int(self.fs.get_file_info(self.join(name)).size)
-
-    def names(self) -> list[str]:
-        import pyarrow.fs as pafs
-
-        infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
-        return sorted(i.base_name for i in infos)
-
-    def read_bytes(self, name: str) -> bytes:
-        with self.fs.open_input_stream(self.join(name)) as f:
-            return f.read()
-
-    def write_atomic(self, name: str, data) -> None:
-        """``data`` (bytes / buffer) under a temporary name, then moved onto ``name``."""
-        tmp = self.join(f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        try:
-            with self.fs.open_output_stream(tmp) as f:
-                f.write(data)
-            self.fs.move(tmp, self.join(name))
-        except BaseException:
-            try:
-                self.fs.delete_file(tmp)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-            raise
-
-    def delete(self, name: str) -> None:
-        import pyarrow.fs as pafs
-
-        info = self.fs.get_file_info(self.join(name))
-        if info.type == pafs.FileType.Directory:
-            self.fs.delete_dir(self.join(name))
-        elif info.type != pafs.FileType.NotFound:
-            self.fs.delete_file(self.join(name))
-
-    def sha256(self, name: str, chunk: int = 1 << 22) -> str:
-        h = hashlib.sha256()
-        with self.fs.open_input_stream(self.join(name)) as f:
-            while block := f.read(chunk):
-                h.update(block)
-        return h.hexdigest()
-
-
-def _read_manifest(out: _Out) -> dict | None:
-    if not out.exists(MANIFEST):
-        return None
-    return json.loads(out.read_bytes(MANIFEST))
-
-
-# --- what is encoded ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Input:
-    """The rows to encode: ``rows`` rows with ids ``0..rows-1``, from a Parquet file or an in-memory frame."""
-
-    kind: str                        # "passage" | "query"
-    id_column: str                   # doc_id | query_id
-    rows: int
-    identity: dict                   # dataset identity recorded in the manifest and the run key
-    parquet: Path | None = None      # a prepared corpus (with a ``row`` column)
-    frame: pd.DataFrame | None = None  # id, text, row
-    shared_fs: bool = False
-
-    def id_array(self):
-        """The ids in row order as one Arrow string array (compact: no Python objects)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if self.frame is not None:
-            return pa.array(self.frame[self.id_column].astype(str).tolist(), type=pa.string())
-        col = pq.read_table(self.parquet, columns=[self.id_column]).column(0)
-        return col.combine_chunks().cast(pa.string())
-
-    def dataset(self, row_ranges: list[tuple[int, int]], block_rows: int):
-        """A Ray Dataset of ``row, id, text`` restricted to ``row_ranges`` (``[start, end)``, sorted)."""
-        import ray
-
-        if self.frame is not None:
-            keep = np.zeros(self.rows, dtype=bool)
-            for a, b in row_ranges:
-                keep[a:b] = True
-            part = self.frame[keep]
-            blocks = [part.iloc[s:s + block_rows].reset_index(drop=True) for s in range(0, len(part), block_rows)]
-            return ray.data.from_pandas(blocks)
-        from ray.data.expressions import col, lit
-
-        path = str(self.parquet)
-        with warnings.catch_warnings():
-            # ``local://`` is deprecated in Ray 2.60 (removal announced after January 2027) but is what reads on
-            # the driver's node without assuming that workers share its disk; --shared-fs avoids it.
-            warnings.filterwarnings("ignore", message=".*local://.*")
-            ds = ray.data.read_parquet(path if self.shared_fs else f"local://{path}")
-        if row_ranges != [(0, self.rows)]:
-            expr = None
-            for a, b in row_ranges:
-                term = (col(ROW) >= lit(int(a))) & (col(ROW) < lit(int(b)))
-                expr = term if expr is None else expr | term
-            ds = ds.filter(expr=expr)
-        # Streaming re-blocking (no shuffle): a small corpus is one Parquet block, and an actor pool only spreads
-        # work over actors block by block.
-        return ds.select_columns([ROW, self.id_column, TEXT]).repartition(target_num_rows_per_block=block_rows)
-
-
-def _corpus_input(ds, shared_fs: bool) -> _Input:
-    import pyarrow.parquet as pq
-
-    path = Path(ds.corpus_path).resolve()
-    schema = pq.read_schema(path)
-    if ROW not in schema.names:
-        raise TasbRayError(f"{path}: prepared corpus has no '{ROW}' column (an older cache format); "
-                           "re-run 'tasb-ray prepare-data' to rebuild it")
-    rows = pq.read_metadata(path).num_rows
-    identity = {"name": ds.name, "table": "corpus.parquet", "sha256": ds.table_sha256("corpus.parquet"),
-                "rows": int(rows)}
-    return _Input("passage", DOC_ID, int(rows), identity, parquet=path, shared_fs=shared_fs)
-
-
-def _queries_input(ds, split: str | None) -> _Input:
-    q = ds.queries(split)[[QUERY_ID, TEXT]].reset_index(drop=True)
-    q[QUERY_ID] = q[QUERY_ID].astype(str)
-    q[ROW] = np.arange(len(q), dtype=np.int64)
-    h = hashlib.sha256()
-    for qid, text in zip(q[QUERY_ID], q[TEXT]):
-        h.update(f"{qid}\t{text}\n".encode())
-    identity = {"name": ds.name, "table": "queries.parquet", "split": split, "sha256": h.hexdigest(),
-                "rows": len(q)}
-    return _Input("query", QUERY_ID, len(q), identity, frame=q)
-
-
-# --- shards ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Plan:
-    rows: int
-    shard_rows: int
-
-    @property
-    def n_shards(self) -> int:
-        return -(-self.rows // self.shard_rows)
-
-    def bounds(self, i: int) -> tuple[int, int]:
-        return i * self.shard_rows, min((i + 1) * self.shard_rows, self.rows)
-
-
-def _footer(out: _Out, name: str) -> tuple[int, dict] | None:
-    """(num_rows, tasb_ray footer record) of a shard file; None when unreadable."""
-    import pyarrow.parquet as pq
-
-    try:
-        with out.fs.open_input_file(out.join(name)) as f:
-            md = pq.read_metadata(f)
-        meta = md.schema.to_arrow_schema().metadata or {}
-        return md.num_rows, json.loads(meta.get(FOOTER_KEY, b"{}"))
-    except Exception as e:  # noqa: BLE001 - a damaged file counts as missing
-        log.warning("%s: unreadable shard (%s); it will be encoded again", out.join(name), e)
-        return None
-
-
-def _shard_bytes(ids: np.ndarray, vectors: np.ndarray, id_column: str, record: dict):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({id_column: pa.array(ids, type=pa.string()), EMBEDDING: fixed_size_list(vectors)})
-    table = table.replace_schema_metadata({FOOTER_KEY: json.dumps(record, sort_keys=True).encode()})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression={id_column: "zstd", EMBEDDING: "none"},
-                   use_dictionary=[id_column], write_statistics=[id_column])
-    return sink.getvalue()
-
-
-class _ShardWriter:
-    """Collects encoded rows from the stream and writes each shard once all its rows are in."""
-
-    def __init__(self, out: _Out, plan: _Plan, todo: Iterable[int], id_column: str, key: str,
-                 on_written: Callable[[int, dict], None]):
-        self.out, self.plan, self.id_column, self.key = out, plan, id_column, key
-        self.todo = set(todo)
-        self.parts: dict[int, list] = {}
-        self.count: dict[int, int] = {}
-        self.on_written = on_written
-        self.dim: int | None = None
-
-    def add(self, batch) -> None:
-        rows = batch.column(ROW).to_numpy()
-        if len(rows) == 0:
-            return
-        shard = rows // self.plan.shard_rows
-        # Rows arrive in order (preserve_order), so a batch is one or a few runs of equal shard ids.
-        cuts = np.flatnonzero(np.diff(shard)) + 1
-        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(rows)]):
-            s = int(shard[a])
-            if s not in self.todo:
-                raise TasbRayError(f"encoded rows of shard {s}, which was not requested (or arrived twice)")
-            self.parts.setdefault(s, []).append(batch.slice(int(a), int(b - a)))
-            self.count[s] = self.count.get(s, 0) + int(b - a)
-            start, end = self.plan.bounds(s)
-            if self.count[s] > end - start:
-                raise TasbRayError(f"shard {s}: {self.count[s]} rows encoded for {end - start} (duplicated rows)")
-            if self.count[s] == end - start:
-                self._write(s)
-
-    def _write(self, s: int) -> None:
-        import pyarrow as pa
-
-        table = pa.concat_tables(self.parts.pop(s))
-        rows = table.column(ROW).to_numpy()
-        order = np.argsort(rows, kind="stable")
-        start, end = self.plan.bounds(s)
-        if not np.array_equal(rows[order], np.arange(start, end)):
-            raise TasbRayError(f"shard {s}: rows are not exactly {start}..{end - 1}")
-        ids = table.column(self.id_column).to_numpy(zero_copy_only=False)[order]
-        vectors = vectors_of(table.column(EMBEDDING))[order]
-        self.dim = vectors.shape[1]
-        record = {"key": self.key, "shard": s, "first_row": start, "rows": end - start}
-        data = _shard_bytes(ids, vectors, self.id_column, record)
-        self.out.write_atomic(shard_name(s), data)
-        self.todo.discard(s)
-        del self.count[s]
-        self.on_written(s, {"file": shard_name(s), "rows": end - start, "first_row": start,
-                            "bytes": data.size, "sha256": hashlib.sha256(data).hexdigest()})
-
-
-def _row_ranges(plan: _Plan, shards: Sequence[int]) -> list[tuple[int, int]]:
-    """Contiguous ``[start, end)`` row ranges covering ``shards`` (sorted)."""
-    ranges: list[list[int]] = []
-    for s in sorted(shards):
-        a, b = plan.bounds(s)
-        if ranges and ranges[-1][1] == a:
-            ranges[-1][1] = b
-        else:
-            ranges.append([a, b])
-    return [(a, b) for a, b in ranges]
-
-
-# --- the driver --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class EncodeOptions:
-    pooling: str = "auto"
-    normalize: bool | None = None
-    query_max_len: int | None = None
-    passage_max_len: int | None = None
-    batch_size: int = 64
-    block_rows: int = 1024
-    shard_rows: int = 10_000
-    num_actors: int | None = None
-    cpus_per_actor: int | None = None
-    use_gpu: bool | str = "auto"
-    index: str | None = None
-    shared_fs: bool = False
-    overwrite: bool = False
-    fail_after_shards: int | None = None
-    show_progress: bool = True
-    address: str | None = None
-    ray_temp_dir: str | None = None
-    ray_num_cpus: int | None = None
-    stats: dict = field(default_factory=dict)
+# Re-exported: the encoding API in one place.
+__all__ = ["EncodeOptions", "InjectedFailure", "MANIFEST", "INDEX_KINDS", "cpu_pool", "data_context", "encode_corpus",
+           "encode_queries", "iter_shards", "load_embeddings", "read_manifest", "shard_name"]
 
 
 def _validate(o: EncodeOptions) -> None:
@@ -379,13 +99,13 @@ def _validate(o: EncodeOptions) -> None:
         raise ConfigError(f"use_gpu must be 'auto', True or False, got {o.use_gpu!r}")
 
 
-def _run(inp: _Input, model: str, out_dir: str | os.PathLike, o: EncodeOptions) -> Path | str:
+def _run(inp: EncodeInput, model: str, out_dir: str | os.PathLike, o: EncodeOptions) -> Path | str:
     _validate(o)
     t_start = time.perf_counter()
-    out = _Out(out_dir)
+    out = OutputDir(out_dir)
     name, spec = resolve_encoder(model, o.pooling, o.normalize, o.query_max_len, o.passage_max_len)
     max_len = spec["query_max_len"] if inp.kind == "query" else spec["passage_max_len"]
-    plan = _Plan(inp.rows, int(o.shard_rows))
+    plan = ShardPlan(inp.rows, int(o.shard_rows))
     ident = {"format": FORMAT, "kind": inp.kind, "model": name, "model_fingerprint": model_fingerprint(name),
              "encoder": spec, "max_len": max_len, "pad_multiple": PAD_MULTIPLE, "data": inp.identity,
              "rows": inp.rows, "shard_rows": plan.shard_rows}
@@ -393,7 +113,7 @@ def _run(inp: _Input, model: str, out_dir: str | os.PathLike, o: EncodeOptions) 
 
     if o.overwrite:
         _clear(out)
-    manifest = _read_manifest(out)
+    manifest = read_manifest_of(out)
     if manifest is not None and manifest.get("key") != key:
         raise TasbRayError(_mismatch_message(out, manifest, ident))
     for n in out.names():  # leftovers of an interrupted write: never under a final name
@@ -407,7 +127,7 @@ def _run(inp: _Input, model: str, out_dir: str | os.PathLike, o: EncodeOptions) 
                 s = int(n[len("shard-"):-len(".parquet")])
             except ValueError:
                 continue
-            footer = _footer(out, n)
+            footer = read_footer(out, n)
             if footer is None:
                 continue
             num_rows, rec = footer
@@ -429,7 +149,7 @@ def _run(inp: _Input, model: str, out_dir: str | os.PathLike, o: EncodeOptions) 
     if missing and manifest is not None:
         out.delete(MANIFEST)  # shards went missing since it was written: the directory is incomplete again
     if missing:
-        dim = _encode_missing(inp, name, spec, out, plan, missing, key, o, shards, timing)
+        dim = encode_missing(inp, name, spec, out, plan, missing, key, o, shards, timing)
     encoded = len(missing)
 
     # Everything is on disk: check it, hash the kept shards, index, and only then the manifest.
@@ -477,7 +197,7 @@ def _run(inp: _Input, model: str, out_dir: str | os.PathLike, o: EncodeOptions) 
     return out.local if out.local is not None else out.display
 
 
-def _mismatch_message(out: _Out, manifest: dict, ident: dict) -> str:
+def _mismatch_message(out: OutputDir, manifest: dict, ident: dict) -> str:
     diffs = []
     for k, label in (("model", "model"), ("kind", "kind"), ("shard_rows", "shard_rows")):
         if manifest.get(k) != ident.get(k):
@@ -498,142 +218,18 @@ def _mismatch_message(out: _Out, manifest: dict, ident: dict) -> str:
             "use another --out, or --overwrite to replace them")
 
 
-def _clear(out: _Out) -> None:
+def _clear(out: OutputDir) -> None:
     out.delete(MANIFEST)  # first: what is left no longer looks complete
     for n in out.names():
         if (n.startswith("shard-") and n.endswith(".parquet")) or n.startswith(".shard-") or n == INDEX_DIR:
             out.delete(n)
 
 
-def _encode_missing(inp: _Input, name: str, spec: dict, out: _Out, plan: _Plan, missing: list[int], key: str,
-                    o: EncodeOptions, shards: dict, timing: dict) -> int:
-
-    from tasb_ray.distributed.runtime import cluster_cpus_gpus, ray_session
-
-    with ray_session(o.address, num_cpus=o.ray_num_cpus, temp_dir=o.ray_temp_dir):
-        cpus, gpus = cluster_cpus_gpus()
-        use_gpu = gpus > 0 if o.use_gpu == "auto" else bool(o.use_gpu)
-        if use_gpu and gpus < 1:
-            raise TasbRayError("use_gpu=True but the Ray cluster has no GPU")
-        if use_gpu:
-            num_actors = o.num_actors or max(1, int(gpus))
-            resources, threads = {"num_gpus": 1}, None
-        else:
-            num_actors, threads, logical = cpu_pool(cpus, o.num_actors, o.cpus_per_actor)
-            resources = {"num_cpus": logical}
-        todo_rows = sum(plan.bounds(s)[1] - plan.bounds(s)[0] for s in missing)
-        # At least ~4 blocks per actor, so a small job does not end with one busy actor and the rest idle.
-        block_rows = max(1, min(o.block_rows, -(-todo_rows // (4 * num_actors))))
-        log.info("encoding %d shards (%d rows) with %d %s actor(s), %d rows per block", len(missing), todo_rows,
-                 num_actors, "GPU" if use_gpu else "CPU", block_rows)
-        with data_context(preserve_order=True):
-            return _stream(inp, name, spec, out, plan, missing, key, o, shards, timing, use_gpu, num_actors,
-                           threads, resources, block_rows)
-
-
-@contextlib.contextmanager
-def data_context(preserve_order: bool = False):
-    """Ray Data settings for the datasets built and run in the block, restored afterwards."""
-    import ray
-
-    ctx = ray.data.DataContext.get_current()
-    saved = (ctx.enable_progress_bars, ctx.execution_options.preserve_order)
-    ctx.enable_progress_bars = False  # our own tqdm bar counts rows as shards are written
-    ctx.execution_options.preserve_order = preserve_order
-    try:
-        yield ctx
-    finally:
-        ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
-
-
-def _stream(inp: _Input, name: str, spec: dict, out: _Out, plan: _Plan, missing: list[int], key: str,
-            o: EncodeOptions, shards: dict, timing: dict, use_gpu: bool, num_actors: int, threads: int | None,
-            resources: dict, block_rows: int) -> int:
-    """Run the Ray Data pipeline over the missing shards' rows and write each shard as it completes."""
-    import ray
-
-    source = inp.dataset(_row_ranges(plan, missing), block_rows)
-    encoded = source.map_batches(
-        EncoderActor,
-        fn_constructor_kwargs=dict(model=name, pooling=spec["pooling"], normalize=spec["normalize"],
-                                   query_max_len=spec["query_max_len"], passage_max_len=spec["passage_max_len"],
-                                   kind=inp.kind, id_column=inp.id_column, batch_size=o.batch_size,
-                                   device="cuda" if use_gpu else "cpu", threads=threads),
-        batch_size=block_rows, batch_format="pyarrow", zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(size=num_actors), **resources)
-    encoded.context.execution_options.preserve_order = True
-    encoded.context.enable_progress_bars = False
-
-    progress = None
-    if o.show_progress:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=plan.rows, initial=sum(shards[s]["rows"] for s in shards), unit="row",
-                        desc=f"encode {inp.kind}s", smoothing=0.1)
-    written = [0]
-    t0 = time.perf_counter()
-
-    def on_written(s: int, info: dict) -> None:
-        shards[s] = info
-        written[0] += 1
-        now = time.perf_counter()
-        if written[0] == 1:
-            timing["first_shard_s"] = now - t0
-            timing["_first_shard_at"] = now
-            timing["_first_shard_rows"] = info["rows"]
-        timing["_last_shard_at"] = now
-        if progress is not None:
-            progress.update(info["rows"])
-        if o.fail_after_shards is not None and written[0] >= o.fail_after_shards:
-            raise InjectedFailure(f"injected failure after {written[0]} shard(s) (fail_after_shards)")
-
-    writer = _ShardWriter(out, plan, missing, inp.id_column, key, on_written)
-    batches = encoded.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
-    try:
-        for batch in batches:
-            writer.add(batch)
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
-        if progress is not None:
-            progress.close()
-    if writer.todo:
-        raise TasbRayError(f"Ray Data returned no rows for shards {sorted(writer.todo)}")
-    timing["encode_s"] = time.perf_counter() - t0
-    first, last = timing.pop("_first_shard_at"), timing.pop("_last_shard_at")
-    first_rows = timing.pop("_first_shard_rows")
-    steady_rows = sum(shards[s]["rows"] for s in missing) - first_rows
-    if last > first and steady_rows > 0:
-        timing["steady_rows_per_s"] = steady_rows / (last - first)
-    return writer.dim
-
-
-def cpu_pool(cpus: float, num_actors: int | None = None, cpus_per_actor: int | None = None) -> tuple[int, int, float]:
-    """(actors, torch threads per actor, logical CPUs each actor reserves) for CPU encoding on ``cpus`` CPUs.
-
-    Threads: ``cpus_per_actor``, else the actor's share of the CPUs, so the pool never runs more threads than
-    cores. Logical reservation: the threads, but shrunk so that one CPU stays free: Ray Data's file listing and
-    read tasks each ask for a whole CPU, and an actor pool holding every CPU starves them (measured: a 2-actor
-    pool on 2 CPUs never got its first block).
-    """
-    if num_actors is None:
-        num_actors = max(1, int(cpus // (cpus_per_actor or 1)))
-    threads = int(cpus_per_actor) if cpus_per_actor else max(1, int(cpus // num_actors))
-    spare = max(0.0, cpus - 1.0)
-    logical = round(min(float(threads), spare / num_actors), 4)
-    return int(num_actors), threads, logical
-
-
-def _verify_ids(out: _Out, plan: _Plan, inp: _Input) -> int:
+def _verify_ids(out: OutputDir, plan: ShardPlan, inp: EncodeInput) -> int:
     """Every shard's ids equal the input's ids of its row range, and the input's ids are unique; the dim.
 
     Works on Arrow arrays, one shard at a time: for 8.8M MS MARCO ids that is ~100 MB, not GBs of Python strings.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     expected = inp.id_array()
     if len(expected) != plan.rows:
         raise TasbRayError(f"{out.display}: the input has {len(expected)} rows now, {plan.rows} when planned")
@@ -654,55 +250,11 @@ def _verify_ids(out: _Out, plan: _Plan, inp: _Input) -> int:
     return dim
 
 
-def iter_shards(out: str | os.PathLike, verify: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(ids, vectors)`` per shard, in row order, of a complete output directory."""
-    import pyarrow.parquet as pq
-
-    o = _Out(out, create=False)
-    manifest = _read_manifest(o)
-    if manifest is None:
-        raise TasbRayError(f"{o.display}: no {MANIFEST}: not an embeddings directory, or its encoding did not finish "
-                           "(run the same command again to resume)")
-    id_column = manifest.get("id_column", DOC_ID)
-    for sh in manifest["shards"]:
-        if verify and o.sha256(sh["file"]) != sh["sha256"]:
-            raise TasbRayError(f"{o.display}/{sh['file']}: sha256 differs from the manifest (file changed)")
-        with o.fs.open_input_file(o.join(sh["file"])) as f:
-            table = pq.read_table(f)
-        if table.num_rows != sh["rows"]:
-            raise TasbRayError(f"{o.display}/{sh['file']}: {table.num_rows} rows, the manifest says {sh['rows']}")
-        yield table.column(id_column).to_numpy(zero_copy_only=False), vectors_of(table.column(EMBEDDING))
-
-
-def load_embeddings(out: str | os.PathLike, verify: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, vectors)`` of a complete output directory, in input (corpus) order; ``verify`` checks sha256s."""
-    o = _Out(out, create=False)
-    manifest = _read_manifest(o)
-    if manifest is None:
-        raise TasbRayError(f"{o.display}: no {MANIFEST}: not an embeddings directory, or its encoding did not finish")
-    ids = np.empty(manifest["rows"], dtype=object)
-    vectors = np.empty((manifest["rows"], manifest["dim"]), dtype=np.float32)
-    pos = 0
-    for i, v in iter_shards(out, verify=verify):
-        ids[pos:pos + len(i)] = i
-        vectors[pos:pos + len(i)] = v
-        pos += len(i)
-    if pos != manifest["rows"]:
-        raise TasbRayError(f"{o.display}: {pos} rows in the shards, the manifest says {manifest['rows']}")
-    return ids, vectors
-
-
-def _build_index(out: _Out, kind: str, meta: dict, n_shards: int) -> dict:
+def _build_index(out: OutputDir, kind: str, meta: dict, n_shards: int) -> dict:
     """A faiss index over the shards, saved as ``out/index`` (DenseIndex layout)."""
-    import tempfile
-
-    import faiss
-
-    from tasb_ray.retrieval.dense import DenseIndex
-
     ids_parts, vec_parts = [], []
     index = None
-    for ids, vectors in _iter_written_shards(out, n_shards):
+    for ids, vectors in iter_written_shards(out, n_shards):
         ids_parts.append(ids)
         if kind == "ivf":
             vec_parts.append(vectors)
@@ -719,22 +271,11 @@ def _build_index(out: _Out, kind: str, meta: dict, n_shards: int) -> dict:
     if out.local is not None:
         dense.save(out.local / INDEX_DIR)
     else:
-        import pyarrow.fs as pafs
-
         with tempfile.TemporaryDirectory() as tmp:
             dense.save(Path(tmp) / INDEX_DIR)
             out.delete(INDEX_DIR)
             pafs.copy_files(str(Path(tmp) / INDEX_DIR), out.join(INDEX_DIR), destination_filesystem=out.fs)
     return {"kind": kind, "path": INDEX_DIR, "rows": int(len(doc_ids))}
-
-
-def _iter_written_shards(out: _Out, n_shards: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    import pyarrow.parquet as pq
-
-    for s in range(n_shards):
-        with out.fs.open_input_file(out.join(shard_name(s))) as f:
-            table = pq.read_table(f)
-        yield table.column(0).to_numpy(zero_copy_only=False), vectors_of(table.column(EMBEDDING))
 
 
 # --- public entry points -----------------------------------------------------------------------------------
@@ -785,7 +326,7 @@ def encode_corpus(ds, model: str, out: str | os.PathLike, *, pooling: str = "aut
                       overwrite=overwrite, fail_after_shards=fail_after_shards, show_progress=show_progress,
                       address=address, ray_temp_dir=str(ray_temp_dir) if ray_temp_dir else None,
                       ray_num_cpus=ray_num_cpus, stats=stats if stats is not None else {})
-    return _run(_corpus_input(ds, shared_fs), model, out, o)
+    return _run(corpus_input(ds, shared_fs), model, out, o)
 
 
 def encode_queries(ds, split: str | None, model: str, out: str | os.PathLike, *, pooling: str = "auto",
@@ -803,9 +344,4 @@ def encode_queries(ds, split: str | None, model: str, out: str | os.PathLike, *,
                       fail_after_shards=fail_after_shards, show_progress=show_progress, address=address,
                       ray_temp_dir=str(ray_temp_dir) if ray_temp_dir else None, ray_num_cpus=ray_num_cpus,
                       stats=stats if stats is not None else {})
-    return _run(_queries_input(ds, split), model, out, o)
-
-
-def read_manifest(out: str | os.PathLike) -> dict | None:
-    """The manifest of an output directory, or None while its encoding is incomplete."""
-    return _read_manifest(_Out(out, create=False))
+    return _run(queries_input(ds, split), model, out, o)

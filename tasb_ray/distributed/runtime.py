@@ -14,6 +14,9 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import ray
+from ray._private import ray_constants
+
 log = logging.getLogger(__name__)
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -29,7 +32,6 @@ def _force_loopback() -> None:
     """Make a local Ray instance (and the worker processes it spawns) use 127.0.0.1."""
     os.environ[LOOPBACK_ENV] = "0"
     try:  # Ray already imported: the constant was read at import time; set the value it would have read.
-        from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
     except Exception:  # noqa: BLE001 - private API moved: the env var still covers a fresh import
@@ -55,7 +57,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
         _force_loopback()
-    import ray
 
     if ray.is_initialized():
         return False
@@ -94,14 +95,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, temp_di
         yield started
     finally:
         if started:
-            import ray
-
             ray.shutdown()
 
 
 def cluster_cpus_gpus() -> tuple[float, float]:
     """Total CPUs and GPUs of the connected cluster."""
-    import ray
-
     res = ray.cluster_resources()
     return float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))

@@ -34,6 +34,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.evaluation.fusion import interpolate, reciprocal_rank_fusion, sort_run
@@ -202,8 +203,6 @@ def run_pipelines(queries: pd.DataFrame, qrels: pd.DataFrame, *, bm25=None, enco
     per_pipeline: dict[str, list[pd.DataFrame]] = {p: [] for p in active}
     pairs = zip(qids, texts)
     if show_progress:
-        from tqdm.auto import tqdm
-
         pairs = tqdm(pairs, total=len(qids), desc="pipelines", unit="query")
     for qid, text in pairs:
         for p, run in _serve(qid, text, active, stages, inputs, options, timer).items():

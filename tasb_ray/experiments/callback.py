@@ -1,7 +1,7 @@
 """The Ray Tune callback that mirrors every trial into one MLflow run, from the driver.
 
-It is pickled with the Tuner's state (so ``Tuner.restore`` brings it back); the MLflow client is made
-lazily and dropped when pickled. A run is found again by its trial key, so a restored sweep keeps
+It is pickled with the Tuner's state (so ``Tuner.restore`` brings it back); the tracker is made lazily
+and dropped when pickled. A run is found again by its trial key, so a restored sweep keeps
 logging into the same runs.
 """
 
@@ -12,8 +12,20 @@ from typing import Mapping
 
 from ray import tune
 
-from tasb_ray.experiments.tracking import (GROUP_TAG, KIND_TAG, SWEEP_TAG, TRIAL_TAG, TUNE_ID_TAG, find_run,
-                                           log_metrics, log_params, log_trial_artifacts, numeric_metrics)
+from tasb_ray.experiments.records import METRIC_PREFIXES, log_trial_artifacts
+from tasb_ray.tracking import (
+    FAILED,
+    FINISHED,
+    GROUP_TAG,
+    KIND_TAG,
+    RETRIES_TAG,
+    RUNNING,
+    SWEEP_TAG,
+    TRIAL_TAG,
+    TUNE_ID_TAG,
+    Tracker,
+    numeric_metrics,
+)
 
 
 class MlflowTrials(tune.Callback):
@@ -35,17 +47,17 @@ class MlflowTrials(tune.Callback):
         self.commit = commit
         self.runs: dict[str, str] = {}
         self.logged: dict[str, set] = {}
-        self._client = None
+        self._tracker: Tracker | None = None
         self._synced: set[str] = set()
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_client"] = None
+        state["_tracker"] = None
         state["_synced"] = set()
         return state
 
     def __setstate__(self, state):
-        self.__dict__.update({"_client": None, "_synced": set(), **state})
+        self.__dict__.update({"_tracker": None, "_synced": set(), **state})
 
     def _sync_logged(self, key: str, run_id: str) -> None:
         """Once per driver process, what the run already holds counts as logged.
@@ -56,17 +68,13 @@ class MlflowTrials(tune.Callback):
         if key in self._synced:
             return
         self._synced.add(key)
-        logged = self.logged.setdefault(key, set())
-        for metric in self.client.get_run(run_id).data.metrics:
-            logged.update((metric, m.step) for m in self.client.get_metric_history(run_id, metric))
+        self.logged.setdefault(key, set()).update(self.tracker.logged_steps(run_id))
 
     @property
-    def client(self):
-        if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(self.tracking_uri)
-        return self._client
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            self._tracker = Tracker(self.tracking_uri)
+        return self._tracker
 
     @staticmethod
     def _key(trial) -> str:
@@ -77,18 +85,17 @@ class MlflowTrials(tune.Callback):
         if key in self.runs:
             self._sync_logged(key, self.runs[key])
             return self.runs[key]
-        found = find_run(self.client, self.experiment_id, TRIAL_TAG, key)
+        found = self.tracker.find_run(self.experiment_id, TRIAL_TAG, key)
         if found is not None:
-            run_id = found.info.run_id
-            if found.info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
+            run_id = found.run_id
+            if found.status != RUNNING:
+                self.tracker.set_status(run_id, RUNNING)
             self._sync_logged(key, run_id)
         else:
-            run = self.client.create_run(self.experiment_id, run_name=key, tags={
+            run_id = self.tracker.create_run(self.experiment_id, key, tags={
                 KIND_TAG: "trial", GROUP_TAG: self.trial_groups[key], TRIAL_TAG: key, SWEEP_TAG: self.sweep,
                 TUNE_ID_TAG: trial.trial_id})
-            run_id = run.info.run_id
-            log_params(self.client, run_id, {**self.trial_params[key], "git_commit": self.commit})
+            self.tracker.log_params(run_id, {**self.trial_params[key], "git_commit": self.commit})
             self._synced.add(key)
         self.runs[key] = run_id
         self.logged.setdefault(key, set())
@@ -102,31 +109,32 @@ class MlflowTrials(tune.Callback):
         run_id = self._run_id(trial)
         step = int(result.get("step", 0))
         # A trial resumed from a checkpoint replays the steps after it; each (metric, step) is logged once.
-        fresh = {k: v for k, v in numeric_metrics(result).items() if (k, step) not in self.logged[key]}
+        fresh = {k: v for k, v in numeric_metrics(result, METRIC_PREFIXES).items()
+                 if (k, step) not in self.logged[key]}
         if fresh:
-            log_metrics(self.client, run_id, fresh, step)
+            self.tracker.log_metrics(run_id, fresh, step)
             self.logged[key].update((k, step) for k in fresh)
         if result.get("plan_hash") and ("plan_hash", None) not in self.logged[key]:
-            if "plan_hash" not in self.client.get_run(run_id).data.params:
-                self.client.log_param(run_id, "plan_hash", result["plan_hash"])
+            if "plan_hash" not in self.tracker.run(run_id).params:
+                self.tracker.log_params(run_id, {"plan_hash": result["plan_hash"]})
             self.logged[key].add(("plan_hash", None))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
-        tags = self.client.get_run(run_id).data.tags
-        self.client.set_tag(run_id, "tasb.retries", str(int(tags.get("tasb.retries", "0")) + 1))
+        tags = self.tracker.run(run_id).tags
+        self.tracker.set_tag(run_id, RETRIES_TAG, str(int(tags.get(RETRIES_TAG, "0")) + 1))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
         ckpt = trial.checkpoint
         if ckpt is not None:
             with ckpt.as_directory() as d:
-                log_trial_artifacts(self.client, run_id, Path(d))
-        self.client.set_terminated(run_id, "FINISHED")
+                log_trial_artifacts(self.tracker, run_id, Path(d))
+        self.tracker.finish(run_id, FINISHED)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
         error = trial.error_file
         if error and Path(error).is_file():
-            self.client.log_artifact(run_id, error, "error")
-        self.client.set_terminated(run_id, "FAILED")
+            self.tracker.log_artifact(run_id, error, "error")
+        self.tracker.finish(run_id, FAILED)

@@ -6,7 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
+import yaml
+
 from tasb_ray.errors import TasbRayError, run_guarded
+from tasb_ray.experiments.config import load_sweep_config
+from tasb_ray.experiments.sweep import run_sweep
 
 
 def build_parser(prog: str, description: str, default_config: Path, quick_config: Path | None) -> argparse.ArgumentParser:
@@ -34,11 +38,6 @@ def build_parser(prog: str, description: str, default_config: Path, quick_config
 
 def main(prog: str, description: str, default_config: Path, quick_config: Path | None = None,
          argv: list[str] | None = None) -> int:
-    import yaml
-
-    from tasb_ray.experiments.config import load_sweep_config
-    from tasb_ray.experiments.sweep import run_sweep
-
     args = build_parser(prog, description, default_config, quick_config).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = args.config or (quick_config if getattr(args, "quick", False) else default_config)

@@ -19,14 +19,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 STATS = ("mean", "sd", "min", "max", "ci95_low", "ci95_high", "n")
 
 
 def summarize(values: Sequence[float]) -> dict[str, float]:
     """Mean, sd, min, max and the 95% t-interval of ``values``; with one value the sd is 0 and the interval a point."""
-    from scipy import stats
-
     x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
     n = len(x)
     if n == 0:
@@ -59,8 +58,6 @@ def group_summary(metrics: Mapping[str, Mapping[str, float]], groups: Mapping[st
 
 def paired_test(a: pd.Series, b: pd.Series) -> dict[str, float]:
     """Paired t-test of per-query values ``a`` vs ``b`` (indexed by query id; queries in only one count as 0)."""
-    from scipy import stats
-
     index = a.index.union(b.index)
     x = a.reindex(index, fill_value=0.0).to_numpy(np.float64)
     y = b.reindex(index, fill_value=0.0).to_numpy(np.float64)

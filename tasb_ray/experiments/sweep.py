@@ -17,17 +17,32 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import ray
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from tasb_ray.config import flatten, to_dict
+from tasb_ray.data.prepare import cache_root
+from tasb_ray.distributed.runtime import cluster_cpus_gpus, init_ray
 from tasb_ray.errors import TasbRayError
+from tasb_ray.experiments.callback import MlflowTrials
 from tasb_ray.experiments.config import SweepConfig
-from tasb_ray.experiments.grid import (TrialSpec, base_training_dict, baseline_group, check_grid, safe_name,
-                                       trial_training_config)
-from tasb_ray.experiments.robustness import (compare_groups, comparisons_table, group_summary,
-                                             robustness_table)
-from tasb_ray.experiments.tracking import (GROUP_TAG, KIND_TAG, SWEEP_TAG, ensure_experiment, git_commit,
-                                           log_metrics, log_params, metric_key, resolve_tracking_uri)
+from tasb_ray.experiments.grid import (
+    TrialSpec,
+    base_training_dict,
+    baseline_group,
+    check_grid,
+    safe_name,
+    trial_training_config,
+)
+from tasb_ray.experiments.records import git_commit
+from tasb_ray.experiments.robustness import compare_groups, comparisons_table, group_summary, robustness_table
+from tasb_ray.experiments.shipping import pack
+from tasb_ray.experiments.trial import FINAL_MARKER, PER_QUERY, tune_trial
 from tasb_ray.fileio import write_text
+from tasb_ray.pipeline.run import prepare_shared_stages
+from tasb_ray.reporting import build_report
+from tasb_ray.tracking import GROUP_TAG, KIND_TAG, SWEEP_TAG, Tracker, metric_key, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +88,6 @@ def trial_dirname(trial) -> str:
 
 def _absolute_locations(base: dict, run_dir: Path) -> dict:
     """Pin the shared locations to absolute paths: trials run in their own working directories."""
-    from tasb_ray.data.prepare import cache_root
-
     base = dict(base)
     base["work_dir"] = str(Path(base.get("work_dir") or run_dir / "work").expanduser().resolve())
     data = dict(base.get("data") or {})
@@ -90,8 +103,6 @@ def trial_params(cfg_dict: dict, trial: TrialSpec) -> dict:
 
 def prepare_shared(configs: dict, use_ray: bool, say: Callable[[str], None]) -> dict[str, Path]:
     """Shared stages for every distinct trial config (cached stages make repeats cheap); returns the paths."""
-    from tasb_ray.training.run import prepare_shared_stages
-
     paths: dict[str, Path] = {}
     for key, cfg in configs.items():
         info = prepare_shared_stages(cfg, use_ray=use_ray)
@@ -105,14 +116,11 @@ def prepare_shared(configs: dict, use_ray: bool, say: Callable[[str], None]) -> 
 def _ship(sweep: SweepConfig) -> bool:
     if sweep.ray.ship_shared != "auto":
         return sweep.ray.ship_shared == "always"
-    import ray
 
     return len([n for n in ray.nodes() if n.get("Alive")]) > 1
 
 
 def build_bundle(paths: dict[str, Path], work_dir: Path):
-    from tasb_ray.experiments.shipping import pack
-
     roots = {}
     for path in paths.values():
         if path.is_relative_to(work_dir):
@@ -131,12 +139,6 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
             with ``Tuner.restore``: finished trials are kept, unfinished and errored ones resume).
         say: progress lines for the user.
     """
-    from ray import tune
-
-    from tasb_ray.distributed.runtime import cluster_cpus_gpus, init_ray
-    from tasb_ray.experiments.callback import MlflowTrials
-    from tasb_ray.experiments.trial import tune_trial
-
     run_dir = sweep.resolved_run_dir()
     base = _absolute_locations(base_training_dict(sweep), run_dir)
     trials = check_grid(sweep, base)
@@ -147,7 +149,7 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
 
     uri = resolve_tracking_uri(sweep.mlflow.tracking_uri, run_dir)
     experiment = sweep.mlflow.experiment or sweep.name
-    experiment_id = ensure_experiment(uri, experiment, run_dir / "mlartifacts")
+    experiment_id = Tracker(uri).ensure_experiment(experiment, run_dir / "mlartifacts")
     commit = git_commit()
     os.environ["TASB_RAY_GIT_COMMIT"] = commit   # trials and Ray jobs may not see the git checkout
     say(f"sweep {sweep.name}: {len(trials)} trials in {len(set(groups.values()))} group(s); run dir {run_dir}")
@@ -181,8 +183,6 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
         # Tune's automatic TensorBoard logger renames every '@' metric with a warning per trial and step;
         # MLflow is the record here, so keep only the CSV and JSON result files beside it.
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-        from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
         if not fresh and tune.Tuner.can_restore(str(exp_path)):
             say(f"continuing the Tune experiment at {exp_path}")
             tuner = tune.Tuner.restore(str(exp_path), trainable, resume_unfinished=True, resume_errored=True)
@@ -201,16 +201,12 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
         result = aggregate(grid, sweep, run_dir, uri, experiment_id, experiment, groups, baseline)
     finally:
         if started:
-            import ray
-
             ray.shutdown()
     return result
 
 
 def _collect(grid) -> tuple[pd.DataFrame, dict[str, dict[str, float]], pd.DataFrame]:
     """Per trial: status and final metrics (from the final checkpoint); the per-query table of finished trials."""
-    from tasb_ray.experiments.trial import FINAL_MARKER, PER_QUERY
-
     rows, metrics, per_query = [], {}, []
     for res in grid:
         trial = res.config["trial"]
@@ -271,8 +267,6 @@ def _markdown(df: pd.DataFrame) -> str:
 def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: str, experiment: str,
               groups: dict[str, str], baseline: str) -> SweepResult:
     """Robustness statistics per group and paired tests against the baseline; aggregate and summary MLflow runs."""
-    from mlflow.tracking import MlflowClient
-
     trials, metrics, per_query = _collect(grid)
     summary = group_summary(metrics, groups)
     test_pq = per_query[per_query["split"] == sweep.pipelines.split] if not per_query.empty else per_query
@@ -290,68 +284,62 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
     for name, md in tables.items():
         write_text(out / f"{name}.md", md)
 
-    client = MlflowClient(uri)
-    _replace_runs(client, experiment_id)
+    tracker = Tracker(uri)
+    _replace_runs(tracker, experiment_id)
     group_values = {r.config["trial"]["group"]: r.config["trial"]["values"] for r in grid}
     aggregate_run_ids = []
     for group in dict.fromkeys(groups.values()):
         part = summary[summary["group"] == group]
         finished = trials[(trials["group"] == group) & (trials["status"] == "FINISHED")]
-        run = client.create_run(experiment_id, run_name=f"aggregate {group}",
-                                tags={KIND_TAG: "aggregate", GROUP_TAG: group, SWEEP_TAG: sweep.name})
-        aggregate_run_ids.append(run.info.run_id)
+        run_id = tracker.create_run(experiment_id, f"aggregate {group}",
+                                    tags={KIND_TAG: "aggregate", GROUP_TAG: group, SWEEP_TAG: sweep.name})
+        aggregate_run_ids.append(run_id)
         seeds = [str(v) for v in finished.get("grid.seed", pd.Series(dtype=object)).tolist()]
         values = group_values.get(group, {})
-        log_params(client, run.info.run_id, {**{k: v for k, v in values.items() if k != "seed"},
+        tracker.log_params(run_id, {**{k: v for k, v in values.items() if k != "seed"},
                                              "n_trials": int((trials["group"] == group).sum()),
                                              "n_finished": len(finished), "seeds": ",".join(seeds)})
         agg = {f"{metric_key(r.metric)}/{s}": float(getattr(r, s)) for r in part.itertuples()
                for s in ("mean", "sd", "min", "max", "ci95_low", "ci95_high", "n") if pd.notna(getattr(r, s))}
-        log_metrics(client, run.info.run_id, agg)
+        tracker.log_metrics(run_id, agg)
         write_text(out / "groups" / f"{safe_name(group)}.md", _markdown(robustness_table(part, TABLE_METRICS)))
-        client.log_artifact(run.info.run_id, str(out / "groups" / f"{safe_name(group)}.md"))
-        client.set_terminated(run.info.run_id, "FINISHED")
+        tracker.log_artifact(run_id, out / "groups" / f"{safe_name(group)}.md")
+        tracker.finish(run_id)
 
-    run = client.create_run(experiment_id, run_name=f"summary {sweep.name}",
-                            tags={KIND_TAG: "summary", SWEEP_TAG: sweep.name})
-    log_params(client, run.info.run_id, {"sweep": sweep.name, "grid": json.dumps(sweep.grid), "baseline": baseline,
+    summary_run_id = tracker.create_run(experiment_id, f"summary {sweep.name}",
+                                        tags={KIND_TAG: "summary", SWEEP_TAG: sweep.name})
+    tracker.log_params(summary_run_id, {"sweep": sweep.name, "grid": json.dumps(sweep.grid), "baseline": baseline,
                                          "compare_metrics": ",".join(sweep.compare_metrics)})
     comp = {}
     for r in comparisons.itertuples():
         prefix = f"compare/{safe_name(r.group)}__vs__{safe_name(r.baseline)}/{metric_key(r.measure)}"
         comp.update({f"{prefix}/p_value": r.p_value, f"{prefix}/effect_size": r.effect_size,
                      f"{prefix}/mean_diff": r.mean_diff})
-    log_metrics(client, run.info.run_id, comp)
+    tracker.log_metrics(summary_run_id, comp)
     for name in ("robustness.csv", "comparisons.csv", "trials.csv", "robustness.md", "comparisons.md",
                  "pipelines.md"):
-        client.log_artifact(run.info.run_id, str(out / name))
-    summary_run_id = run.info.run_id
+        tracker.log_artifact(summary_run_id, out / name)
     report = _report(uri, experiment, out / "report.html")
     if report is not None:
         # Beside the robustness tables of the summary run and of every aggregate run, so it opens from either.
         for run_id in (summary_run_id, *aggregate_run_ids):
-            client.log_artifact(run_id, str(report))
-    client.set_terminated(summary_run_id, "FINISHED")
+            tracker.log_artifact(run_id, report)
+    tracker.finish(summary_run_id)
     if (trials["status"] != "FINISHED").any():
         log.warning("%d trial(s) failed: %s", int((trials["status"] != "FINISHED").sum()),
                     ", ".join(trials.loc[trials["status"] != "FINISHED", "key"]))
     return SweepResult(run_dir, uri, experiment, experiment_id, trials, summary, comparisons, tables)
 
 
-def _replace_runs(client, experiment_id: str) -> None:
+def _replace_runs(tracker: Tracker, experiment_id: str) -> None:
     """Aggregate and summary runs are recomputed from all trials each time; older ones are deleted."""
     for kind in ("aggregate", "summary"):
-        for run in client.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{kind}'",
-                                      max_results=1000):
-            client.delete_run(run.info.run_id)
+        for run in tracker.runs(experiment_id, kind):
+            tracker.delete_run(run.run_id)
 
 
 def _report(uri: str, experiment: str, path: Path) -> Path | None:
     """The HTML report of the sweep (``tasb-ray report``), when the reporting package is available."""
-    try:
-        from tasb_ray.reporting import build_report
-    except ImportError:
-        return None
     try:
         build_report(experiment, tracking_uri=uri, out=path)
     except TasbRayError as e:

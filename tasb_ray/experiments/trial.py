@@ -15,7 +15,26 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import torch
+from ray import tune
+
+from tasb_ray.config import from_dict
+from tasb_ray.data import PreparedDataset
+from tasb_ray.data.trec import read_trec_run
+from tasb_ray.evaluation.metrics import per_query
+from tasb_ray.evaluation.pipelines import PipelineOptions, run_pipelines
+from tasb_ray.experiments.config import PipelinesConfig
+from tasb_ray.experiments.grid import safe_name
+from tasb_ray.experiments.shipping import unpack
 from tasb_ray.fileio import write_json, write_text
+from tasb_ray.pipeline.run import open_data, run_training, work_dir
+from tasb_ray.pipeline.teacher_vectors import attach_teacher_vectors
+from tasb_ray.retrieval.bm25 import BM25Index
+from tasb_ray.schema import DOC_ID, QUERY_ID, TEXT
+from tasb_ray.teachers import build_teacher
+from tasb_ray.training.config import TrainingConfig
+from tasb_ray.training.trainer import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +43,6 @@ PER_QUERY = "per_query.parquet"
 
 
 def _fault_marker(fault: dict, run_dir: str, key: str) -> Path | None:
-    from tasb_ray.experiments.grid import safe_name
-
     return Path(run_dir) / "faults" / f"{safe_name(key)}.done" if fault.get("after_checkpoint_step") else None
 
 
@@ -41,18 +58,12 @@ class TuneReporter:
         self.marker = _fault_marker(fault, trial["run_dir"], trial["key"]) if self.kill_step else None
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
-        from ray import tune
-
         tune.report({"step": step, "event": "log", **{f"train/{k}": v for k, v in metrics.items()}})
 
     def on_eval(self, step: int, split: str, metrics: dict[str, float]) -> None:
-        from ray import tune
-
         tune.report({"step": step, "event": "eval", **{f"{split}/{k}": v for k, v in metrics.items()}})
 
     def on_checkpoint(self, step: int, path: Path) -> None:
-        from ray import tune
-
         state = json.loads((path / "trainer_state.json").read_text())
         tune.report({"step": step, "event": "checkpoint", "plan_hash": state.get("plan_hash", "")},
                     checkpoint=tune.Checkpoint.from_directory(str(path)))
@@ -65,8 +76,6 @@ class TuneReporter:
 
 def _restore(checkpoint, output_dir: Path) -> bool:
     """Copy Tune's checkpoint into the trainer's checkpoint directory; True when it is the trial's final result."""
-    from tasb_ray.training.trainer import CHECKPOINT
-
     with checkpoint.as_directory() as d:
         d = Path(d)
         if (d / FINAL_MARKER).is_file():
@@ -87,14 +96,6 @@ def _final_metrics(final: Path) -> dict[str, Any]:
 
 def tune_trial(config: dict, shared=None) -> None:
     """The Tune trainable. ``config["trial"]`` is built by the sweep driver (see ``sweep.trial_payload``)."""
-    import torch
-    from ray import tune
-
-    from tasb_ray.config import from_dict
-    from tasb_ray.data import PreparedDataset
-    from tasb_ray.training.config import TrainingConfig
-    from tasb_ray.training.run import run_training
-
     trial = config["trial"]
     torch.set_num_threads(max(1, int(trial.get("threads") or 1)))
     output_dir = Path.cwd() / "output"
@@ -109,8 +110,6 @@ def tune_trial(config: dict, shared=None) -> None:
     training["progress"] = False
     dataset = None
     if shared is not None:
-        from tasb_ray.experiments.shipping import unpack
-
         dest = Path.cwd() / "shared"
         paths = unpack(shared, dest)
         # Stage roots are packed as work/<stage dir>: the unpacked work directory is their common parent.
@@ -125,13 +124,6 @@ def tune_trial(config: dict, shared=None) -> None:
 
 def write_final(cfg, result, trial: dict, final: Path) -> Path:
     """The trial's final directory: results, runs, per-query metrics, pipelines; ``final.json`` written last."""
-    import pandas as pd
-
-    from tasb_ray.data.trec import read_trec_run
-    from tasb_ray.evaluation.metrics import per_query
-    from tasb_ray.schema import QUERY_ID
-    from tasb_ray.training.run import open_data
-
     out = result.output_dir
     if final.exists():
         shutil.rmtree(final)
@@ -155,8 +147,8 @@ def write_final(cfg, result, trial: dict, final: Path) -> Path:
         tables.append(pq)
     per_q = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["split", QUERY_ID, "measure", "value"])
 
-    pipe = trial.get("pipelines") or {}
-    if pipe.get("enabled"):
+    pipe = from_dict(PipelinesConfig, trial.get("pipelines") or {})
+    if pipe.enabled:
         pipeline_metrics, pipeline_md = run_trial_pipelines(cfg, result, ds, pipe)
         metrics.update(pipeline_metrics)
         write_text(final / "pipeline.md", pipeline_md)
@@ -166,22 +158,15 @@ def write_final(cfg, result, trial: dict, final: Path) -> Path:
     return final
 
 
-def run_trial_pipelines(cfg, result, ds, pipe: dict) -> tuple[dict[str, float], str]:
-    """BM25, dense, fusion and re-ranking on ``pipe['split']`` with the trained model; metrics and a table."""
-    from tasb_ray.evaluation.pipelines import PipelineOptions, run_pipelines
-    from tasb_ray.retrieval.bm25 import BM25Index
-    from tasb_ray.schema import DOC_ID, TEXT
-    from tasb_ray.teachers import build_teacher
-    from tasb_ray.teachers.vectors import attach_teacher_vectors
-    from tasb_ray.training.run import work_dir
-
-    split = pipe.get("split", "test")
+def run_trial_pipelines(cfg, result, ds, pipe: PipelinesConfig) -> tuple[dict[str, float], str]:
+    """BM25, dense, fusion and re-ranking on ``pipe.split`` with the trained model; metrics and a table."""
+    split = pipe.split
     corpus = ds.corpus()
     bm25 = BM25Index(corpus[DOC_ID].to_numpy(), corpus[TEXT].tolist())
     teacher = build_teacher(cfg.teachers.pairwise, corpus=corpus)
     attach_teacher_vectors(teacher, cfg.teachers.pairwise, ds, work_dir(cfg))
-    opts = PipelineOptions(rerank_depth=pipe.get("rerank_depth", 100), interp_weight=pipe.get("interp_weight", 0.5),
-                           rrf_k=pipe.get("rrf_k", 60), rel_level=cfg.data.rel_level)
+    opts = PipelineOptions(rerank_depth=pipe.rerank_depth, interp_weight=pipe.interp_weight, rrf_k=pipe.rrf_k,
+                           rel_level=cfg.data.rel_level)
     res = run_pipelines(ds.queries(split), ds.qrels(split), bm25=bm25, encoder=result.student,
                         dense_index=result.index, corpus_text=dict(zip(corpus[DOC_ID], corpus[TEXT])),
                         reranker=teacher, options=opts)

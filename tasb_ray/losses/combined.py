@@ -13,6 +13,11 @@ from tasb_ray.losses.inbatch_margin_mse import inbatch_margin_mse
 from tasb_ray.losses.margin_mse import margin_mse
 
 
+def uses_inbatch(alpha: float) -> bool:
+    """The one rule for when the in-batch term (and so an in-batch teacher) is needed: ``alpha > 0``."""
+    return alpha > 0
+
+
 class TasbLossOutput(NamedTuple):
     total: torch.Tensor
     pairwise: torch.Tensor
@@ -52,11 +57,11 @@ class TasbLoss(nn.Module):
         if any(given) and not all(given):
             raise ValueError("in-batch scores: give all four of student_qp, student_qn, teacher_qp, teacher_qn or none")
         if not all(given):
-            if self.alpha != 0:
+            if uses_inbatch(self.alpha):
                 raise ValueError(f"alpha={self.alpha} needs in-batch student and teacher score matrices")
             return TasbLossOutput(pairwise, pairwise, None)
         inbatch = inbatch_margin_mse(*mats)  # type: ignore[arg-type]
-        if self.alpha == 0:
+        if not uses_inbatch(self.alpha):
             return TasbLossOutput(pairwise, pairwise, inbatch.detach())
         return TasbLossOutput(pairwise + self.alpha * inbatch, pairwise, inbatch)
 

@@ -18,6 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import cached_file
+from transformers.utils import logging as hf_logging
 
 from tasb_ray.errors import ConfigError
 from tasb_ray.models.batching import length_sorted_batches
@@ -57,8 +61,6 @@ def _model_file(model: str, filename: str) -> str | None:
         p = os.path.join(model, filename)
         return p if os.path.isfile(p) else None
     try:
-        from transformers.utils import cached_file
-
         return cached_file(model, filename, _raise_exceptions_for_missing_entries=False,
                            _raise_exceptions_for_connection_errors=False)
     except Exception:  # noqa: BLE001 - any hub failure just means "no such file"
@@ -99,8 +101,6 @@ class BertDot(nn.Module):
                  query_max_len: int | None = None, passage_max_len: int | None = None,
                  attention_dropout: float | None = None):
         super().__init__()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
 
@@ -157,8 +157,6 @@ class BertDot(nn.Module):
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = length_sorted_batches([len(t) for t in texts], batch_size)
         if show_progress:
-            from tqdm.auto import tqdm
-
             batches = tqdm(batches, total=-(-len(texts) // batch_size), desc=f"encode {kind}s", unit="batch")
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else contextlib.nullcontext()
         with autocast:

@@ -7,6 +7,9 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
 from tasb_ray.models.encoder import SPEC_FILE, EncoderSpec
 from tasb_ray.models.registry import resolve_model
 
@@ -14,9 +17,6 @@ from tasb_ray.models.registry import resolve_model
 def build_tiny_bert(out_dir: str | os.PathLike, layers: int = 2, hidden: int = 128, heads: int = 2,
                     seed: int = 0, tokenizer_from: str = "minilm-l6", spec: EncoderSpec | None = None) -> Path:
     """Write a random ``layers``×``hidden`` BERT plus tokenizer to ``out_dir``; same seed → same weights."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     out = Path(out_dir)
     tok = AutoTokenizer.from_pretrained(resolve_model(tokenizer_from))
     config = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,

@@ -9,25 +9,17 @@ missing column or NaN, and the report says so instead of failing.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import unquote
 
 import pandas as pd
 
 from tasb_ray.errors import TasbRayError
+from tasb_ray.tracking import FINISHED, GROUP_TAG, KIND_TAG, TRIAL_LABEL_TAGS, RunRecord, Tracker, default_tracking_uri
 
-KIND_TAG = "tasb.kind"
-GROUP_TAG = "tasb.group"
-# The driver tags each trial with its sweep key; the Tune id and the run name are fallbacks for other writers.
-TRIAL_LABEL_TAGS = ("tasb.trial_key", "tasb.trial_id")
 METRIC_PREFIXES = ("final_dev/", "final_test/", "pipeline/", "latency/")
 CURVE_METRICS = ("dev/nDCG_10", "train/loss")
 # Knobs read from params (``grid.<knob>`` is the driver's copy of the grid values).
 KNOBS = ("seed", "alpha", "clusters.k")
-FINISHED, FAILED, RUNNING = "FINISHED", "FAILED", "RUNNING"
-PAGE = 1000
 
 
 @dataclass
@@ -63,31 +55,6 @@ class SweepData:
         return {str(k): int(v) for k, v in self.trials["status"].value_counts().sort_index().items()}
 
 
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the current directory (the sweep's run-directory layout)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
-
-
-def _check_store(uri: str) -> None:
-    # MLflow silently creates an empty database for a mistyped SQLite path; reading must not.
-    if uri.startswith("sqlite:///"):
-        # sqlite:///rel.db is relative, sqlite:////abs.db absolute: the path is what follows three slashes.
-        path = unquote(uri[len("sqlite:///"):].split("?", 1)[0])
-        if path and path != ":memory:" and not Path(path).is_file():
-            raise TasbRayError(f"no MLflow database at {path} (tracking URI {uri})")
-
-
-def _search_all(client, experiment_id: str, filter_string: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=PAGE,
-                                  order_by=["attributes.start_time ASC"], page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def _number(value: str):
     try:
         f = float(value)
@@ -104,11 +71,10 @@ def _grid_keys(summary_params: dict) -> list[str] | None:
     return [str(k) for k in grid] if isinstance(grid, dict) else None
 
 
-def _trial_row(run) -> dict:
-    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    label = next((tags[t] for t in TRIAL_LABEL_TAGS if tags.get(t)), None) or run.info.run_name or run.info.run_id[:8]
-    row = {"run_id": run.info.run_id, "trial": label, "group": tags.get(GROUP_TAG, "(no group)"),
-           "status": run.info.status}
+def _trial_row(run: RunRecord) -> dict:
+    tags, params, metrics = run.tags, run.params, run.metrics
+    label = next((tags[t] for t in TRIAL_LABEL_TAGS if tags.get(t)), None) or run.name or run.run_id[:8]
+    row = {"run_id": run.run_id, "trial": label, "group": tags.get(GROUP_TAG, "(no group)"), "status": run.status}
     for key, value in params.items():
         knob = key.removeprefix("grid.")
         # The resolved param and the grid copy agree; the grid copy only fills a gap.
@@ -118,16 +84,16 @@ def _trial_row(run) -> dict:
     return row
 
 
-def _curves(client, trials: pd.DataFrame, runs: dict) -> pd.DataFrame:
+def _curves(tracker: Tracker, trials: pd.DataFrame, runs: dict[str, RunRecord]) -> pd.DataFrame:
     rows = []
     for t in trials.itertuples(index=False):
-        present = runs[t.run_id].data.metrics
+        present = runs[t.run_id].metrics
         for metric in CURVE_METRICS:
             if metric not in present:
                 continue
-            for m in client.get_metric_history(t.run_id, metric):
+            for step, value in tracker.metric_history(t.run_id, metric):
                 rows.append({"run_id": t.run_id, "trial": t.trial, "group": t.group, "status": t.status,
-                             "metric": metric, "step": int(m.step), "value": float(m.value)})
+                             "metric": metric, "step": step, "value": value})
     cols = ["run_id", "trial", "group", "status", "metric", "step", "value"]
     df = pd.DataFrame(rows, columns=cols)
     # A trial resumed from a checkpoint may log a step twice; the later value wins.
@@ -136,7 +102,7 @@ def _curves(client, trials: pd.DataFrame, runs: dict) -> pd.DataFrame:
 
 
 def collect_sweep(experiment: str, tracking_uri: str | None = None) -> SweepData:
-    """Read every trial run of ``experiment`` (and its summary run) through the MLflow client.
+    """Read every trial run of ``experiment`` (and its summary run) from the tracking store, read-only.
 
     Args:
         experiment: the experiment name (one per sweep).
@@ -145,22 +111,18 @@ def collect_sweep(experiment: str, tracking_uri: str | None = None) -> SweepData
     Raises:
         TasbRayError: unknown experiment, no runs, no trial runs, or no finished trial yet.
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     uri = tracking_uri or default_tracking_uri()
-    _check_store(uri)
+    tracker = Tracker(uri, read_only=True)
     try:
-        client = MlflowClient(uri)
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None or exp.lifecycle_stage == "deleted":
-            names = sorted(e.name for e in client.search_experiments(max_results=50))
+        experiment_id = tracker.experiment_id(experiment)
+        if experiment_id is None:
+            names = tracker.experiment_names()
             raise TasbRayError(f"no MLflow experiment named {experiment!r} at {uri}"
                                + (f" (experiments there: {', '.join(names)})" if names else ""))
-        runs = _search_all(client, exp.experiment_id, "")
+        runs = tracker.runs(experiment_id)
         if not runs:
             raise TasbRayError(f"experiment {experiment!r} has no runs yet")
-        trial_runs = [r for r in runs if r.data.tags.get(KIND_TAG) == "trial"]
+        trial_runs = [r for r in runs if r.tags.get(KIND_TAG) == "trial"]
         if not trial_runs:
             raise TasbRayError(f"experiment {experiment!r} has {len(runs)} run(s) but no trial runs "
                                f"(tag {KIND_TAG}=trial); is it a tasb-ray sweep?")
@@ -174,17 +136,17 @@ def collect_sweep(experiment: str, tracking_uri: str | None = None) -> SweepData
         if n_finished == 0:
             counts = ", ".join(f"{v} {k.lower()}" for k, v in trials["status"].value_counts().sort_index().items())
             raise TasbRayError(f"experiment {experiment!r} has no finished trials yet ({counts})")
-        curves = _curves(client, trials, {r.info.run_id: r for r in trial_runs})
-        summaries = [r for r in runs if r.data.tags.get(KIND_TAG) == "summary"]
-    except MlflowException as e:
-        raise TasbRayError(f"reading MLflow at {uri}: {str(e).splitlines()[0]}") from e
+        curves = _curves(tracker, trials, {r.run_id: r for r in trial_runs})
+        summaries = [r for r in runs if r.tags.get(KIND_TAG) == "summary"]
+    finally:
+        tracker.close()
     summary = None
     if summaries:
         s = summaries[-1]
-        summary = {"run_id": s.info.run_id, "params": dict(s.data.params), "metrics": dict(s.data.metrics)}
+        summary = {"run_id": s.run_id, "params": dict(s.params), "metrics": dict(s.metrics)}
     grid_keys = _grid_keys(summary["params"]) if summary else None
     if grid_keys is not None:
         knobs = [k for k in grid_keys if k != "seed"]
     else:
         knobs = [k for k in KNOBS if k != "seed" and k in trials.columns and trials[k].nunique() > 1]
-    return SweepData(experiment, exp.experiment_id, uri, trials, curves, knobs, summary)
+    return SweepData(experiment, experiment_id, uri, trials, curves, knobs, summary)

@@ -17,8 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
-from tasb_ray.reporting.collect import FINISHED
-from tasb_ray.reporting.tables import knob_values, series_label
+from tasb_ray.reporting.frames import knob_values, series_label
+from tasb_ray.tracking import FINISHED
 
 FAILED_STYLE = {"marker": "x", "color": "#d62728", "markersize": 9, "markeredgewidth": 2, "linestyle": "none"}
 RC = {"svg.fonttype": "none", "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"], "font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.titlesize": 10}

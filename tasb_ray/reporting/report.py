@@ -16,9 +16,10 @@ import pandas as pd
 
 from tasb_ray.errors import TasbRayError
 from tasb_ray.fileio import write_text
-from tasb_ray.reporting import plots, tables
-from tasb_ray.reporting.collect import CURVE_METRICS, FINISHED, KIND_TAG, SweepData, collect_sweep
+from tasb_ray.reporting import frames, plots
+from tasb_ray.reporting.collect import CURVE_METRICS, FINISHED, SweepData, collect_sweep
 from tasb_ray.reporting.html import Plot, Section, Table, render_page
+from tasb_ray.tracking import KIND_TAG, Tracker, check_sqlite_store, sqlite_path
 
 REPORT_NAME = "report.html"
 SWEEP_KNOBS = ("alpha", "clusters.k")  # always get a section, with a note when they do not vary
@@ -29,7 +30,7 @@ CURVE_TABLE_POINTS = 25
 def _trials_section(data: SweepData) -> Section:
     t = data.trials
     knobs = [k for k in ("seed", *dict.fromkeys([*SWEEP_KNOBS, *data.knobs])) if k in t.columns]
-    finals = tables.present(t.columns, tables.FINAL_METRICS)
+    finals = frames.present(t.columns, frames.FINAL_METRICS)
     frame = t[["run_id", "trial", "group", "status", *knobs, *finals]]
     counts = ", ".join(f"{n} {s}" for s, n in data.status_counts().items())
     notes = []
@@ -45,7 +46,7 @@ def _trials_section(data: SweepData) -> Section:
 
 
 def _spread_section(data: SweepData) -> Section:
-    metrics = [m for m in tables.FINAL_METRICS if m in data.trials.columns and data.finished[m].notna().any()]
+    metrics = [m for m in frames.FINAL_METRICS if m in data.trials.columns and data.finished[m].notna().any()]
     s = Section("sec-seed-spread", "Seed robustness per configuration",
                 "How much the seed moves each final metric: one point per seed, a box when there are three or more, "
                 "and mean ± sample sd beside it.")
@@ -55,7 +56,7 @@ def _spread_section(data: SweepData) -> Section:
     s.plots.append(Plot("plot-seed-spread", plots.seed_spread(data.trials, metrics),
                         "Final metrics across seeds per configuration group. Red ×: failed or unfinished trial "
                         "(on the lower edge when it logged no value)."))
-    s.tables.append(Table("table-seed-spread", tables.seed_spread(data.trials, metrics),
+    s.tables.append(Table("table-seed-spread", frames.seed_spread(data.trials, metrics),
                           "Statistics over the finished trials of each group (sd: sample sd, ddof 1)."))
     return s
 
@@ -64,7 +65,7 @@ def _knob_section(data: SweepData, knob: str) -> Section:
     slug = plots.slug(knob)
     title = f"Metric vs {KNOB_TITLES.get(knob, knob)}"
     s = Section(f"sec-vs-{slug}", title)
-    values = tables.knob_values(data.trials, knob)
+    values = frames.knob_values(data.trials, knob)
     if knob not in data.trials.columns:
         s.notes.append(f"Parameter {knob!r} was not logged by the trials; section omitted.")
         return s
@@ -72,8 +73,8 @@ def _knob_section(data: SweepData, knob: str) -> Section:
         shown = f" (all trials have {knob}={values[0]})" if values else ""
         s.notes.append(f"No variation in {knob}{shown}; plot omitted.")
         return s
-    metrics = [m for m in tables.FINAL_METRICS if m.startswith("final_test/") and m in data.trials.columns]
-    metrics = metrics or [m for m in tables.FINAL_METRICS if m in data.trials.columns]
+    metrics = [m for m in frames.FINAL_METRICS if m.startswith("final_test/") and m in data.trials.columns]
+    metrics = metrics or [m for m in frames.FINAL_METRICS if m in data.trials.columns]
     if not metrics:
         s.notes.append("No final metrics logged; plot omitted.")
         return s
@@ -82,7 +83,7 @@ def _knob_section(data: SweepData, knob: str) -> Section:
                + (", one line per setting of the other grid keys." if len(others) else "."))
     s.plots.append(Plot(f"plot-vs-{slug}", plots.knob_sweep(data.trials, knob, metrics, others),
                         f"Final test metrics against {knob}. Red ×: failed or unfinished trial."))
-    s.tables.append(Table(f"table-vs-{slug}", tables.knob_sweep(data.trials, knob, metrics, others),
+    s.tables.append(Table(f"table-vs-{slug}", frames.knob_sweep(data.trials, knob, metrics, others),
                           f"Statistics over finished seeds at each {knob} (failed: trials not finished).",
                           digits={knob: None}))
     return s
@@ -102,7 +103,7 @@ def _curves_section(data: SweepData) -> Section:
     curves = data.curves[data.curves["metric"].isin(present)]
     s.plots.append(Plot("plot-training-curves", plots.training_curves(curves, present),
                         "Metric history per trial (MLflow get_metric_history)."))
-    thin, dropped = tables.thin_curves(curves, CURVE_TABLE_POINTS)
+    thin, dropped = frames.thin_curves(curves, CURVE_TABLE_POINTS)
     thin = thin[["run_id", "trial", "metric", "step", "value"]]
     caption = "Metric history per trial"
     if dropped:
@@ -115,7 +116,7 @@ def _recall_section(data: SweepData) -> Section:
     s = Section("sec-pipeline-recall", "Pipeline recall@k",
                 "Recall on the test split against depth k for each retrieval pipeline (BM25, dense, fusion, re-rank); "
                 "means over the finished trials of each group.")
-    table = tables.pipeline_recall(data.trials)
+    table = frames.pipeline_recall(data.trials)
     if table.empty or not any(c.startswith("R_") for c in table.columns):
         s.notes.append("No pipeline/<pipeline>/R_<k> metrics were logged; section omitted.")
         return s
@@ -127,20 +128,20 @@ def _recall_section(data: SweepData) -> Section:
 def _latency_section(data: SweepData) -> Section:
     s = Section("sec-latency", "Per-stage latency",
                 "p50 and p99 latency of each stage and of each pipeline end to end, averaged over finished trials.")
-    table = tables.latency(data.trials)
+    table = frames.latency(data.trials)
     if table.empty:
         s.notes.append("No latency/<stage>/p50_ms or p99_ms metrics were logged; section omitted.")
         return s
     s.plots.append(Plot("plot-latency", plots.latency(table), "Latency per stage in milliseconds."))
     s.tables.append(Table("table-latency", table, "Mean over finished trials of each trial's latency quantiles; "
-                          "p99_ms_max is the worst trial's p99.", digits={q: 2 for q in (*tables.QUANTILES, "p99_ms_max")}))
+                          "p99_ms_max is the worst trial's p99.", digits={q: 2 for q in (*frames.QUANTILES, "p99_ms_max")}))
     return s
 
 
 def _comparisons_section(data: SweepData) -> Section | None:
     if data.summary is None:
         return None
-    table = tables.comparisons(data.summary["metrics"])
+    table = frames.comparisons(data.summary["metrics"])
     if table.empty:
         return None
     return Section("sec-comparisons", "Paired comparisons",
@@ -188,21 +189,22 @@ def build_report(experiment: str, tracking_uri: str | None = None, out: str | os
     return out
 
 
-def find_summary_run(client, experiment: str) -> str:
+def find_summary_run(tracker: Tracker, experiment: str) -> str:
     """The run id of the experiment's (latest) summary run."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
+    experiment_id = tracker.experiment_id(experiment)
+    if experiment_id is None:
         raise TasbRayError(f"no MLflow experiment named {experiment!r}")
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'summary'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = tracker.runs(experiment_id, "summary", oldest_first=False)
     if not runs:
         raise TasbRayError(f"experiment {experiment!r} has no summary run (tag {KIND_TAG}=summary) to attach the report to")
-    return runs[0].info.run_id
+    return runs[0].run_id
 
 
 def log_report(report: str | os.PathLike, tracking_uri: str, run_id: str | None = None,
                experiment: str | None = None) -> str:
     """Attach the report to an MLflow run as the artifact ``report.html``, viewable in the MLflow UI.
+
+    The store must already be an MLflow store (it is written to, never created).
 
     Args:
         report: the HTML file (any name; it is logged as ``report.html``).
@@ -213,20 +215,21 @@ def log_report(report: str | os.PathLike, tracking_uri: str, run_id: str | None 
     Returns:
         The run id the artifact was logged to.
     """
-    from mlflow.tracking import MlflowClient
-
     report = Path(report)
     if not report.is_file():
         raise TasbRayError(f"{report}: no such report file")
-    client = MlflowClient(tracking_uri)
+    path = sqlite_path(tracking_uri)
+    if path is not None:
+        check_sqlite_store(path, tracking_uri, must_exist=True)
+    tracker = Tracker(tracking_uri)
     if run_id is None:
         if experiment is None:
             raise TasbRayError("log_report needs run_id or experiment")
-        run_id = find_summary_run(client, experiment)
+        run_id = find_summary_run(tracker, experiment)
     if report.name == REPORT_NAME:
-        client.log_artifact(run_id, str(report))
+        tracker.log_artifact(run_id, report)
     else:
         with tempfile.TemporaryDirectory(prefix="tasb-report-") as d:
             shutil.copyfile(report, Path(d) / REPORT_NAME)
-            client.log_artifact(run_id, str(Path(d) / REPORT_NAME))
+            tracker.log_artifact(run_id, Path(d) / REPORT_NAME)
     return run_id

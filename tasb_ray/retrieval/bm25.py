@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import Stemmer
 
 from tasb_ray.retrieval.runs import topk_to_run
 
@@ -21,7 +22,7 @@ def import_bm25s():
     NumPy arrays on the CPU, so JAX is pointed at the CPU unless ``JAX_PLATFORMS`` is already set.
     """
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    import bm25s
+    import bm25s  # lazy: only after JAX_PLATFORMS is set, see above
 
     return bm25s
 
@@ -45,8 +46,6 @@ class BM25Index:
         self.doc_ids = np.asarray(doc_ids, dtype=object)
         self._stemmer = None
         if params.stemmer:
-            import Stemmer
-
             self._stemmer = Stemmer.Stemmer(params.stemmer)
         self._show = show_progress
         self.retriever = bm25s.BM25(k1=params.k1, b=params.b, method=params.method)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
 
+import faiss
 import numpy as np
 import pandas as pd
 
@@ -22,8 +24,6 @@ class DenseIndex:
 
     def __init__(self, doc_ids: Sequence[str], vectors: np.ndarray | None = None, kind: str = "flat",
                  index=None, meta: dict | None = None):
-        import faiss
-
         self.doc_ids = np.asarray(doc_ids, dtype=object)
         self.meta = dict(meta or {})
         if index is not None:
@@ -53,8 +53,6 @@ class DenseIndex:
         return topk_to_run(query_ids, self.doc_ids, indices, scores)
 
     def save(self, path: str | os.PathLike) -> None:
-        import faiss
-
         with atomic_dir(path) as tmp:
             faiss.write_index(self.index, str(tmp / INDEX_FILE))
             pd.DataFrame({"doc_id": self.doc_ids}).to_parquet(tmp / IDS_FILE, index=False)
@@ -62,10 +60,6 @@ class DenseIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DenseIndex":
-        import json
-
-        import faiss
-
         path = Path(path)
         if not (path / INDEX_FILE).is_file():
             raise TasbRayError(f"{path}: no saved dense index ({INDEX_FILE} missing)")

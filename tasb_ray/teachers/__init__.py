@@ -8,7 +8,7 @@ or BM25 does not load torch):
     tasb_ray.teachers.bi_encoder.BiEncoderTeacher         kind "bi-encoder"
     tasb_ray.teachers.bm25.BM25Teacher                    kind "bm25"
     tasb_ray.teachers.ensemble.EnsembleTeacher            kind "ensemble"
-    tasb_ray.teachers.file.FileTeacher                    kind "file"
+    tasb_ray.teachers.precomputed.FileTeacher                    kind "file"
 """
 
 from tasb_ray.teachers.base import Teacher, cross_product_frame

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from tasb_ray.errors import ConfigError, TasbRayError
+from tasb_ray.models.encoder import BertDot
+from tasb_ray.teachers._neural import pick_device
 from tasb_ray.teachers.base import Teacher
 from tasb_ray.teachers.config import SIMILARITIES
 
@@ -31,7 +33,7 @@ class BiEncoderTeacher(Teacher):
             many pairs and every training step, and re-encoding it dominated the cost. When full, the
             cache is cleared (memory stays bounded: 10^6 MiniLM vectors are 1.5 GB).
 
-    Vectors computed elsewhere (the ``teacher-vectors`` stage, :mod:`tasb_ray.teachers.vectors`) are handed in
+    Vectors computed elsewhere (the ``teacher-vectors`` stage, :mod:`tasb_ray.pipeline.teacher_vectors`) are handed in
     with :meth:`load_vectors`; they are kept apart from the bounded cache, never evicted, and looked up first.
     """
 
@@ -40,9 +42,6 @@ class BiEncoderTeacher(Teacher):
     def __init__(self, model: str | os.PathLike, similarity: str = "dot", max_query_len: int = 32,
                  max_passage_len: int = 256, batch_size: int = 32, device: str | None = None,
                  cache_size: int = 1_000_000):
-        from tasb_ray.models.encoder import BertDot
-        from tasb_ray.teachers._neural import pick_device
-
         if similarity not in SIMILARITIES:
             raise ConfigError(f"bi-encoder: similarity must be one of {SIMILARITIES}, got {similarity!r}")
         self.similarity = similarity

@@ -54,6 +54,7 @@ class BM25Teacher(Teacher):
 
     def doc_scores(self, queries: Sequence[str]) -> Iterator[np.ndarray]:
         """Per query (lazily: one corpus-sized array at a time), its BM25 score of every corpus document."""
+        # lazy: bm25s may be imported only through import_bm25s (it pins JAX to the CPU first)
         from bm25s.tokenization import convert_tokenized_to_string_list
 
         tokens = convert_tokenized_to_string_list(self.index.tokenize(list(queries)))

@@ -34,9 +34,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from tasb_ray.errors import ConfigError
 from tasb_ray.models.batching import length_sorted_batches
+from tasb_ray.models.encoder import _model_file as find  # local dir or the hub cache, offline-safe
 from tasb_ray.models.registry import resolve_model
 from tasb_ray.teachers._neural import autocast, pick_device
 from tasb_ray.teachers.base import Teacher, factorize
@@ -49,15 +53,11 @@ _SHARD_INDEX = "model.safetensors.index.json"
 
 
 def _model_file(model: str, filename: str) -> str | None:
-    from tasb_ray.models.encoder import _model_file as find  # local dir or the hub cache, offline-safe
-
     return find(model, filename)
 
 
 def load_state_dict(model: str) -> dict[str, torch.Tensor]:
     """The raw checkpoint state dict of a HF model dir or cached hub id (safetensors, sharded, or .bin)."""
-    from safetensors.torch import load_file
-
     if path := _model_file(model, _WEIGHT_FILES[0]):
         return load_file(path)
     if index := _model_file(model, _SHARD_INDEX):
@@ -77,8 +77,6 @@ def load_projection(path: str | os.PathLike) -> torch.Tensor:
     ``linear.weight`` / ``weight`` / a single tensor)."""
     path = str(path)
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
         obj: object = load_file(path)
     else:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -113,9 +111,6 @@ class ColBERTTeacher(Teacher):
     def __init__(self, model: str | os.PathLike, projection: str | os.PathLike | None = None,
                  max_query_len: int = 32, max_passage_len: int = 256, batch_size: int = 32,
                  device: str | None = None, passage_chunk: int = 512):
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
         hf_logging.disable_progress_bar()
         self.model_name = resolve_model(model)
         config = AutoConfig.from_pretrained(self.model_name)

@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from tasb_ray.models.batching import length_sorted_batches
 from tasb_ray.models.registry import resolve_model
@@ -47,9 +49,6 @@ class CrossEncoderTeacher(Teacher):
 
     def __init__(self, model: str | os.PathLike, max_query_len: int = 32, max_passage_len: int = 256,
                  batch_size: int = 32, device: str | None = None):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
         hf_logging.disable_progress_bar()
         self.model_name = resolve_model(model)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)

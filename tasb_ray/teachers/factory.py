@@ -21,6 +21,7 @@ def build_teacher(cfg: TeacherConfig | Mapping[str, Any], corpus: pd.DataFrame |
         corpus: ``doc_id, text`` frame; needed by ``bm25`` (also inside an ensemble) for its statistics.
     """
     cfg = TeacherConfig.from_dict(cfg) if not isinstance(cfg, TeacherConfig) else cfg
+    # Teacher classes are imported by kind (lazy): a file or BM25 teacher then loads no torch or transformers.
     common = dict(max_query_len=cfg.max_query_len, max_passage_len=cfg.max_passage_len,
                   batch_size=cfg.batch_size, device=cfg.device)
     if cfg.kind == "bm25":
@@ -42,7 +43,7 @@ def build_teacher(cfg: TeacherConfig | Mapping[str, Any], corpus: pd.DataFrame |
 
         return ColBERTTeacher(cfg.model, projection=cfg.projection, **common)
     if cfg.kind == "file":
-        from tasb_ray.teachers.file import FileTeacher
+        from tasb_ray.teachers.precomputed import FileTeacher
 
         return FileTeacher(cfg.path)
     if cfg.kind == "ensemble":

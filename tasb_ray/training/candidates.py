@@ -25,6 +25,7 @@ import pandas as pd
 
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.retrieval.bm25 import BM25Index, BM25Params
+from tasb_ray.retrieval.dense import DenseIndex
 from tasb_ray.schema import DOC_ID, QUERY_ID, SCORE, TEXT
 from tasb_ray.tables import ID, INT, read_table, write_table
 
@@ -83,8 +84,6 @@ def dense_candidates(qids: Sequence[str], query_vectors: np.ndarray, doc_ids: Se
         passage_vectors: float [n_passages, dim].
         depth: candidates per query.
     """
-    from tasb_ray.retrieval.dense import DenseIndex
-
     _check_rows(query_vectors, len(qids), "query_vectors", "queries")
     _check_rows(passage_vectors, len(doc_ids), "passage_vectors", "corpus passages")
     if len(qids) == 0:

@@ -16,9 +16,11 @@ import os
 import warnings
 from typing import Sequence
 
+import faiss
 import numpy as np
 import pandas as pd
 
+from tasb_ray.config import is_int
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.schema import QUERY_ID, TEXT
 from tasb_ray.tables import ID, INT, read_table, write_table
@@ -27,10 +29,6 @@ log = logging.getLogger(__name__)
 
 CLUSTER_COLUMNS = ("qid", "cluster")
 SMALL_CLUSTER = 32  # the paper's batch size: a smaller cluster cannot fill a batch on its own
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -62,18 +60,16 @@ def cluster_queries(qids: Sequence[str], vectors: np.ndarray, k: int, seed: int,
             objective. faiss starts from k randomly sampled points (no k-means++), so for small k a single run
             can merge two topics and split another; more runs cost proportionally more time.
     """
-    import faiss
-
     qids = np.asarray([str(q) for q in qids], dtype=object)
     vectors = np.asarray(vectors)
     n = len(qids)
-    if not _is_int(k) or k < 1:
+    if not is_int(k) or k < 1:
         raise ConfigError(f"k (number of clusters) must be an integer >= 1, got {k!r}")
-    if not _is_int(niter) or niter < 1:
+    if not is_int(niter) or niter < 1:
         raise ConfigError(f"niter must be an integer >= 1, got {niter!r}")
-    if not _is_int(nredo) or nredo < 1:
+    if not is_int(nredo) or nredo < 1:
         raise ConfigError(f"nredo must be an integer >= 1, got {nredo!r}")
-    if not _is_int(seed) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     if vectors.ndim != 2 or len(vectors) != n:
         raise TasbRayError(f"vectors has shape {tuple(vectors.shape)}, expected {n} rows (one per qid)")

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from tasb_ray.errors import ConfigError
+from tasb_ray.losses.combined import uses_inbatch
 from tasb_ray.teachers.config import TeacherConfig
 from tasb_ray.training.sampling import SamplerConfig
 
@@ -148,7 +149,7 @@ class TrainingConfig:
     def __post_init__(self):
         if self.alpha < 0:
             raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
-        if self.alpha > 0 and self.teachers.inbatch is None:
+        if uses_inbatch(self.alpha) and self.teachers.inbatch is None:
             raise ConfigError("alpha > 0 needs teachers.inbatch")
         if self.sampler.seed not in (0, self.seed):
             raise ConfigError("sampler.seed: set the top-level 'seed' instead (the sampler follows it)")

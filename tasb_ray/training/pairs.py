@@ -21,7 +21,9 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from tasb_ray.config import is_int
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.schema import DOC_ID, PAIRS_COLUMNS, QUERY_ID, RELEVANCE, TEXT
 from tasb_ray.tables import FLOAT, ID, read_table, write_table
@@ -30,10 +32,6 @@ log = logging.getLogger(__name__)
 
 TRIPLE_COLUMNS = ("qid", "pos_pid", "neg_pid")
 PAIR_KEY = ("qid", "pid")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def _str_ids(s: pd.Series) -> np.ndarray:
@@ -67,11 +65,11 @@ def build_triples(candidates: pd.DataFrame, qrels: pd.DataFrame, negatives_per_q
             ``None`` keeps all.
         exclude_judged: also exclude judged non-relevant documents from the negatives (see above).
     """
-    if not _is_int(negatives_per_query) or negatives_per_query < 1:
+    if not is_int(negatives_per_query) or negatives_per_query < 1:
         raise ConfigError(f"negatives_per_query must be an integer >= 1, got {negatives_per_query!r}")
-    if max_positives is not None and (not _is_int(max_positives) or max_positives < 1):
+    if max_positives is not None and (not is_int(max_positives) or max_positives < 1):
         raise ConfigError(f"max_positives must be an integer >= 1 or None, got {max_positives!r}")
-    if not _is_int(seed) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
 
@@ -180,7 +178,7 @@ def query_batches(qids: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
         qids: qid per row; rows of one query must be contiguous (e.g. sorted).
         batch_size: target rows per batch (>= 1).
     """
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     n = len(qids)
     if n == 0:
@@ -222,8 +220,6 @@ def score_pairs(pairs: pd.DataFrame, queries: pd.DataFrame, corpus: pd.DataFrame
     scores = np.empty(len(frame), dtype=np.float64)
     ranges: Iterable[tuple[int, int]] = query_batches(frame["qid"].to_numpy(), batch_size)
     if show_progress:
-        from tqdm.auto import tqdm
-
         ranges = tqdm(ranges, desc="teacher scoring", unit="batch")
     for start, end in ranges:
         batch = frame.iloc[start:end].reset_index(drop=True)

@@ -12,13 +12,18 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+from transformers import get_scheduler
 
 from tasb_ray.config import dump_yaml, to_dict
+from tasb_ray.data.trec import write_trec_run
 from tasb_ray.errors import TasbRayError
+from tasb_ray.evaluation.first_stage import build_dense_index, dense_search
 from tasb_ray.evaluation.metrics import evaluate
-from tasb_ray.evaluation.pipeline import build_dense_index, dense_search
 from tasb_ray.fileio import atomic_dir, write_json, write_text
 from tasb_ray.losses import TasbLoss
+from tasb_ray.losses.combined import uses_inbatch
 from tasb_ray.models.encoder import BertDot, pick_device
 from tasb_ray.training.config import TrainingConfig
 from tasb_ray.training.sampling import Batch, BatchSampler, build_plan, plan_hash, write_plan
@@ -76,8 +81,6 @@ def total_steps(cfg: TrainingConfig, batches_per_epoch: int) -> int:
 
 
 def load_weights(student: BertDot, model_dir: Path) -> None:
-    from safetensors.torch import load_file
-
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise TasbRayError(f"{model_dir}: no safetensors weights")
@@ -107,7 +110,7 @@ class Trainer:
         self.teacher = inbatch_teacher
         self.dev = dev
         self.reporters = list(reporters)
-        if cfg.alpha > 0 and inbatch_teacher is None:
+        if uses_inbatch(cfg.alpha) and inbatch_teacher is None:
             raise TasbRayError("alpha > 0 needs an in-batch teacher")
         self.device = pick_device(cfg.device)
         clusters = data.clusters if cfg.sampler.uses_clusters else None
@@ -122,7 +125,6 @@ class Trainer:
         self.student.to(self.device).train()
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        from transformers import get_scheduler
 
         name = {"constant": "constant_with_warmup"}.get(o.schedule, o.schedule)
         self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=o.warmup_steps,
@@ -161,7 +163,7 @@ class Trainer:
         s_neg = (q * neg).sum(-1) * scale
         t_pos = torch.as_tensor(batch.pos_scores, dtype=torch.float32, device=self.device)
         t_neg = torch.as_tensor(batch.neg_scores, dtype=torch.float32, device=self.device)
-        if self.cfg.alpha == 0:
+        if not uses_inbatch(self.cfg.alpha):
             return self.loss_fn(s_pos, s_neg, t_pos, t_neg)
         # One teacher call over [positives; negatives], so per-query normalising teachers put both on one scale.
         t = torch.as_tensor(np.asarray(self.teacher.score_matrix(batch.qids, q_texts, pids, p_texts)),
@@ -200,8 +202,6 @@ class Trainer:
 
     def evaluate_splits(self, splits: Sequence[EvalData], run_dir: Path | None = None) -> dict[str, dict[str, float]]:
         """Metrics per split; the corpus (the same object for all splits) is encoded once."""
-        from tasb_ray.data.trec import write_trec_run
-
         was = self.student.training
         self.student.eval()
         e = self.cfg.eval
@@ -307,8 +307,6 @@ class Trainer:
 
         bar = None
         if self.cfg.progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=self.steps, initial=self.step, desc=f"train {self.cfg.name}", unit="step")
         window: list[dict] = []
         t0 = time.perf_counter()

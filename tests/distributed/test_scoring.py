@@ -8,7 +8,8 @@ import pytest
 from beir_fixture import write_beir
 
 from tasb_ray.data import prepare_dataset
-from tasb_ray.distributed.scoring import encode_queries_ray, score_pairs_ray
+from tasb_ray.distributed.texts import encode_queries_ray
+from tasb_ray.pipeline.scoring import score_pairs_ray
 from tasb_ray.teachers import TeacherConfig, build_teacher
 from tasb_ray.training.pairs import attach_texts, score_pairs
 

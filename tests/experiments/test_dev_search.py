@@ -13,7 +13,7 @@ import yaml
 from sweep_fixture import tiny_base_config
 
 from tasb_ray.errors import ConfigError
-from tasb_ray.experiments.dev_search import best_values, parse_grid, run_search
+from tasb_ray.experiments.search import best_values, parse_grid, run_search
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from dom import parse
 
-from tasb_ray.reporting import plots, tables
+from tasb_ray.reporting import frames, plots
 from tasb_ray.reporting.html import Table, header_label, render_table
 
 
@@ -30,7 +30,7 @@ def _trials() -> pd.DataFrame:
 
 
 def test_seed_spread_uses_finished_trials_and_counts_failures():
-    out = tables.seed_spread(_trials(), ["final_test/nDCG_10", "final_test/absent"]).set_index("group")
+    out = frames.seed_spread(_trials(), ["final_test/nDCG_10", "final_test/absent"]).set_index("group")
     a, b = out.loc["g=a"], out.loc["g=b"]
     assert a["n"] == 2 and a["mean"] == pytest.approx(0.52) and a["sd"] == pytest.approx(np.std([0.5, 0.54], ddof=1))
     assert (a["min"], a["max"], a["failed"]) == (0.5, 0.54, 0)
@@ -39,27 +39,27 @@ def test_seed_spread_uses_finished_trials_and_counts_failures():
 
 def test_knob_sweep_and_values():
     t = _trials()
-    assert tables.knob_values(t, "alpha") == [0.0, 0.5] and tables.knob_values(t, "missing") == []
-    out = tables.knob_sweep(t, "alpha", ["final_test/nDCG_10"])
+    assert frames.knob_values(t, "alpha") == [0.0, 0.5] and frames.knob_values(t, "missing") == []
+    out = frames.knob_sweep(t, "alpha", ["final_test/nDCG_10"])
     assert out["alpha"].tolist() == [0.0, 0.5] and out["n"].tolist() == [2, 1] and out["failed"].tolist() == [0, 1]
     assert set(out["series"]) == {""}
 
 
 def test_series_label_names_the_other_varied_knobs():
     t = pd.DataFrame({"alpha": [0.0, 0.0, 1.0], "clusters.k": [5, 20, 5], "x": [1, 1, 1]})
-    assert tables.series_label(t, "alpha", ["clusters.k", "x"]).tolist() == ["clusters.k=5", "clusters.k=20",
+    assert frames.series_label(t, "alpha", ["clusters.k", "x"]).tolist() == ["clusters.k=5", "clusters.k=20",
                                                                               "clusters.k=5"]
 
 
 def test_pipeline_recall_means_over_finished_only():
-    out = tables.pipeline_recall(_trials())
+    out = frames.pipeline_recall(_trials())
     assert out[["group", "pipeline", "n"]].values.tolist() == [["g=a", "bm25", 2]]
     assert out["R_10"].iloc[0] == pytest.approx(0.3) and out["R_100"].iloc[0] == pytest.approx(0.7)
     assert list(out.columns) == ["group", "pipeline", "n", "R_10", "R_100", "nDCG_10", "MRR_10"]
 
 
 def test_latency_per_stage_and_pipeline():
-    out = tables.latency(_trials()).set_index("stage")
+    out = frames.latency(_trials()).set_index("stage")
     assert out.index.tolist() == ["bm25", "pipeline:bm25"]
     assert out.loc["bm25", "p50_ms"] == 2.0 and out.loc["bm25", "p99_ms_max"] == 5.0
     assert out.loc["pipeline:bm25", "kind"] == "pipeline" and math.isnan(out.loc["pipeline:bm25", "p99_ms"])
@@ -68,12 +68,12 @@ def test_latency_per_stage_and_pipeline():
 def test_thin_curves_keeps_ends():
     curves = pd.DataFrame({"run_id": "r", "trial": "t", "group": "g", "status": "FINISHED", "metric": "train/loss",
                            "step": range(100), "value": np.arange(100.0)})
-    thin, dropped = tables.thin_curves(curves, 10)
+    thin, dropped = frames.thin_curves(curves, 10)
     assert len(thin) == 10 and dropped == 90 and thin["step"].iloc[0] == 0 and thin["step"].iloc[-1] == 99
 
 
 def test_comparisons_parse_summary_metrics():
-    out = tables.comparisons({"compare/g_b__vs__g_a/nDCG_10/p_value": 0.04, "compare/g_b__vs__g_a/nDCG_10/mean_diff":
+    out = frames.comparisons({"compare/g_b__vs__g_a/nDCG_10/p_value": 0.04, "compare/g_b__vs__g_a/nDCG_10/mean_diff":
                               0.01, "compare/g_b__vs__g_a/nDCG_10/effect_size": 0.3, "other": 1.0})
     assert out.values.tolist() == [["g_b", "g_a", "nDCG_10", 0.01, 0.3, 0.04]]
 

@@ -339,7 +339,7 @@ def test_ensemble_is_weighted_sum_of_per_query_zscores(teachers):
 
 def test_ensemble_weights_and_constant_scores(score_file, tmp_path):
     from tasb_ray.teachers.ensemble import EnsembleTeacher
-    from tasb_ray.teachers.file import FileTeacher
+    from tasb_ray.teachers.precomputed import FileTeacher
 
     f = FileTeacher(score_file)
     const = FileTeacher(scores=score_table().assign(score=7.0))
@@ -355,7 +355,7 @@ def test_ensemble_weights_and_constant_scores(score_file, tmp_path):
 
 def test_file_tsv_and_parquet_round_trip(tmp_path):
     from tasb_ray.data.teacher_file import read_teacher_tsv
-    from tasb_ray.teachers.file import export_tsv
+    from tasb_ray.teachers.precomputed import export_tsv
 
     pairs = pd.DataFrame({"qid": ["q0", "q0", "q1"], "pos_pid": ["d0", "d0", "d2"], "neg_pid": ["d1", "d2", "d3"],
                           "pos_score": [9.5, 9.5, 7.25], "neg_score": [1.5, -2.0, 0.125]})
@@ -374,7 +374,7 @@ def test_file_tsv_and_parquet_round_trip(tmp_path):
 
 
 def test_file_missing_pair_and_bad_columns(score_file, tmp_path):
-    from tasb_ray.teachers.file import FileTeacher
+    from tasb_ray.teachers.precomputed import FileTeacher
 
     t = FileTeacher(score_file)
     with pytest.raises(TasbRayError, match="qid 'q0' pid 'zz'"):

@@ -13,12 +13,12 @@ from tasb_ray.training.sampling import (
     Batch,
     BatchSampler,
     SamplerConfig,
-    _histogram_bins,
     build_plan,
     plan_hash,
     read_plan,
     write_plan,
 )
+from tasb_ray.training.sampling.pair_strategies import _histogram_bins
 
 
 def make_data(cluster_sizes: list[int], seed: int = 0, max_pairs: int = 12) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -3,7 +3,7 @@
 The default teachers (an ensemble of BM25 and an all-MiniLM-L6-v2 bi-encoder) score with vectors of the whole
 corpus: the pairs stage needs them for the candidate pairs, every training run for its in-batch teacher, a
 re-ranking step for its candidates. On SciFact one corpus encoding costs ~4 CPU minutes, so the vectors are a
-cached stage of their own (:func:`tasb_ray.stages.cached_stage`), and a teacher is handed them with
+cached stage of their own (:func:`tasb_ray.pipeline.cache.cached_stage`), and a teacher is handed them with
 :func:`attach_teacher_vectors` after it is built.
 
 Stage layout (``<work_dir>/teacher-vectors-<key>/``)::
@@ -38,13 +38,29 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
+from tasb_ray.distributed.batch_encoder import (
+    encode_bucketed,
+    fixed_size_list,
+    model_fingerprint,
+    resolve_encoder,
+    vectors_of,
+)
+from tasb_ray.distributed.encode import encode_corpus, encode_queries, load_embeddings
 from tasb_ray.distributed.options import RayOptions
+from tasb_ray.distributed.runtime import ray_session
 from tasb_ray.errors import TasbRayError
+from tasb_ray.fileio import atomic_path
+from tasb_ray.models.encoder import BertDot, pick_device
+from tasb_ray.pipeline.cache import cached_stage, dataset_identity, stage_key
 from tasb_ray.schema import DOC_ID, QUERY_ID, TEXT
-from tasb_ray.stages import cached_stage, dataset_identity, stage_key
 from tasb_ray.teachers.base import Teacher
+from tasb_ray.teachers.bi_encoder import BiEncoderTeacher
 from tasb_ray.teachers.config import TeacherConfig
+from tasb_ray.teachers.ensemble import EnsembleTeacher
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +83,6 @@ def encoder_identity(member_cfg: TeacherConfig) -> dict:
     environments) and identified by a fingerprint of its local weights (a checkpoint retrained in place must not
     pass for the old one).
     """
-    from tasb_ray.distributed.batch_encoder import model_fingerprint, resolve_encoder
-
     _check_bi_encoder(member_cfg)
     name, spec = resolve_encoder(str(member_cfg.model), "auto", None, member_cfg.max_query_len,
                                  member_cfg.max_passage_len)
@@ -130,14 +144,10 @@ def teacher_vectors_stage(member_cfg: TeacherConfig | Mapping, ds, work_dir: str
 
 
 def _resolved(cfg: TeacherConfig) -> tuple[str, dict]:
-    from tasb_ray.distributed.batch_encoder import resolve_encoder
-
     return resolve_encoder(str(cfg.model), "auto", None, cfg.max_query_len, cfg.max_passage_len)
 
 
 def _build_local(cfg: TeacherConfig, ds, tmp: Path, show_progress: bool) -> dict:
-    from tasb_ray.models.encoder import BertDot, pick_device
-
     name, spec = _resolved(cfg)
     encoder = BertDot(name, pooling=spec["pooling"], normalize=spec["normalize"],
                       query_max_len=spec["query_max_len"], passage_max_len=spec["passage_max_len"])
@@ -164,15 +174,11 @@ def encode_texts(encoder, texts: Sequence[str], kind: str, batch_size: int = 32,
         texts: the texts; kind: ``query`` or ``passage``; batch_size: rows per forward pass.
         show_progress: a tqdm bar over texts.
     """
-    from tasb_ray.distributed.batch_encoder import encode_bucketed
-
     texts = list(texts)
     out = np.empty((len(texts), encoder.dim), dtype=np.float32)
     order = np.argsort([-len(t) for t in texts], kind="stable")
     bar = None
     if show_progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(texts), desc=f"teacher vectors ({kind}s)", unit=kind)
     for s in range(0, len(texts), CHUNK):
         idx = order[s:s + CHUNK]
@@ -185,9 +191,6 @@ def encode_texts(encoder, texts: Sequence[str], kind: str, batch_size: int = 32,
 
 
 def _build_ray(cfg: TeacherConfig, ds, tmp: Path, partial: Path, ro: RayOptions, show_progress: bool) -> dict:
-    from tasb_ray.distributed.encode import encode_corpus, encode_queries, load_embeddings
-    from tasb_ray.distributed.runtime import ray_session
-
     name, spec = _resolved(cfg)
     common = dict(pooling=spec["pooling"], normalize=spec["normalize"], batch_size=cfg.batch_size,
                   shard_rows=ro.shard_rows, show_progress=show_progress, **ro.pool())
@@ -210,12 +213,6 @@ def _build_ray(cfg: TeacherConfig, ds, tmp: Path, partial: Path, ro: RayOptions,
 
 def write_vectors(path: str | os.PathLike, id_column: str, ids: Sequence[str], vectors: np.ndarray) -> None:
     """``id_column: string, embedding: fixed_size_list<float32>`` as Parquet, atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tasb_ray.distributed.batch_encoder import fixed_size_list
-    from tasb_ray.fileio import atomic_path
-
     if len(ids) != len(vectors):
         raise TasbRayError(f"{path}: {len(ids)} ids for {len(vectors)} vectors")
     table = pa.table({id_column: pa.array([str(i) for i in ids], type=pa.string()),
@@ -226,10 +223,6 @@ def write_vectors(path: str | os.PathLike, id_column: str, ids: Sequence[str], v
 
 def read_vectors(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """``(ids, float32 [N, dim])`` of one vectors file (the first column holds the ids)."""
-    import pyarrow.parquet as pq
-
-    from tasb_ray.distributed.batch_encoder import vectors_of
-
     table = pq.read_table(path)
     if EMBEDDING not in table.column_names:
         raise TasbRayError(f"{path}: no '{EMBEDDING}' column (not a teacher-vectors file)")
@@ -267,9 +260,6 @@ def bi_encoder_members(teacher: Teacher, cfg: TeacherConfig, path: str = "teache
     Raises:
         TasbRayError: the teacher's structure does not match the config's (naming where).
     """
-    from tasb_ray.teachers.bi_encoder import BiEncoderTeacher
-    from tasb_ray.teachers.ensemble import EnsembleTeacher
-
     if cfg.kind == "bi-encoder":
         if not isinstance(teacher, BiEncoderTeacher):
             raise TasbRayError(f"{path}: the config is a bi-encoder, the teacher a {type(teacher).__name__}")

@@ -1,6 +1,7 @@
 """Batch composition for TAS-Balanced training (Hofstätter et al., SIGIR 2021, arXiv 2104.06967).
 
-Two independent choices make a batch:
+The sampler: an endless, resumable iterator of batches. Two independent choices make a batch, each a small class
+chosen by name (:mod:`.compositions`, :mod:`.pair_strategies`):
 
 * **Query composition** (``SamplerConfig.sampling``): ``random`` shuffles all training queries per epoch;
   ``tas`` / ``tas-balanced`` fill each batch from one randomly chosen topic cluster.
@@ -30,9 +31,6 @@ Differences from the authors' loader (matchmaker ``TASBalancedDatasetLoader``), 
 from __future__ import annotations
 
 import copy
-import hashlib
-import math
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Union
@@ -41,69 +39,14 @@ import numpy as np
 import pandas as pd
 
 from tasb_ray.errors import ConfigError
-from tasb_ray.fileio import write_parquet
 from tasb_ray.schema import PAIRS_COLUMNS
+from tasb_ray.training.sampling.compositions import composition
+from tasb_ray.training.sampling.config import SamplerConfig
+from tasb_ray.training.sampling.pair_strategies import pair_strategy
 
-SAMPLINGS = ("random", "tas", "tas-balanced")
-PAIR_STRATEGIES = ("random", "bins", "hard-margin")
-PLAN_COLUMNS = ("batch", "qid", "pos_pid", "neg_pid")
 _STATE_VERSION = 1
-_PLAN_HASH_HEADER = "tasb_ray.plan.v1\tbatch\tqid\tpos_pid\tneg_pid\n"
 
 ClusterAssignment = Union[pd.Series, pd.DataFrame, Mapping[str, int]]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """How batches are composed. Invalid values raise :class:`ConfigError` naming the field.
-
-    ``pair_strategy=None`` means ``bins`` for ``tas-balanced`` and ``random`` otherwise.
-    ``margin_cutoff`` is required by (and only allowed with) ``hard-margin``: a query's pairs with teacher margin
-    ``pos_score - neg_score < margin_cutoff`` are eligible; a query with no such pair falls back to its
-    smallest-margin pair(s) (all pairs tied at the minimum, uniformly), so every query stays trainable.
-    """
-
-    sampling: str = "tas-balanced"
-    pair_strategy: str | None = None
-    batch_size: int = 32
-    bins: int = 10
-    margin_cutoff: float | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.sampling not in SAMPLINGS:
-            raise ConfigError(f"sampling must be one of {list(SAMPLINGS)}, got {self.sampling!r}")
-        if self.pair_strategy is not None and self.pair_strategy not in PAIR_STRATEGIES:
-            raise ConfigError(f"pair_strategy must be one of {list(PAIR_STRATEGIES)} or null, got {self.pair_strategy!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not _is_int(self.bins) or self.bins < 1:
-            raise ConfigError(f"bins must be an integer >= 1, got {self.bins!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.margin_cutoff is not None:
-            if isinstance(self.margin_cutoff, bool) or not isinstance(self.margin_cutoff, (int, float, np.floating, np.integer)) \
-                    or not math.isfinite(self.margin_cutoff):
-                raise ConfigError(f"margin_cutoff must be a finite number or null, got {self.margin_cutoff!r}")
-            if self.effective_pair_strategy != "hard-margin":
-                raise ConfigError(f"margin_cutoff is only used by pair_strategy 'hard-margin', "
-                                  f"not {self.effective_pair_strategy!r}; remove it")
-        elif self.effective_pair_strategy == "hard-margin":
-            raise ConfigError("margin_cutoff is required when pair_strategy is 'hard-margin'")
-
-    @property
-    def effective_pair_strategy(self) -> str:
-        if self.pair_strategy is not None:
-            return self.pair_strategy
-        return "bins" if self.sampling == "tas-balanced" else "random"
-
-    @property
-    def uses_clusters(self) -> bool:
-        return self.sampling != "random"
 
 
 @dataclass
@@ -137,31 +80,6 @@ class _EpochPlan:
     pair_idx: np.ndarray  # indices into the sampler's sorted pair arrays, in batch order
     offsets: np.ndarray  # batch b is pair_idx[offsets[b]:offsets[b + 1]]
     topped_up: np.ndarray  # bool per batch
-
-
-def _histogram_bins(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, h: int) -> np.ndarray:
-    """Per-element bin index in [0, h) of equal-width bins over [lo, hi], the last bin closed.
-
-    Vectorised over many queries at once (``lo``/``hi`` are per element). Reproduces ``numpy.histogram``'s own
-    arithmetic and edge correction so that values on a bin edge land in the same bin as there; ``lo == hi``
-    gives bin 0 (numpy would widen the range, the authors' code would crash).
-    """
-    width = hi - lo
-    flat = width == 0
-    safe_width = np.where(flat, 1.0, width)
-    step = safe_width / h
-
-    def edge(k: np.ndarray) -> np.ndarray:  # np.linspace(lo, hi, h + 1)[k]
-        return np.where(k >= h, hi, k * step + lo)
-
-    with np.errstate(invalid="ignore", over="ignore"):
-        idx = ((x - lo) * (h / safe_width)).astype(np.int64)
-    idx = np.clip(idx, 0, h - 1)
-    idx = np.where(x < edge(idx), idx - 1, idx)
-    idx = np.where((x >= edge(idx + 1)) & (idx != h - 1), idx + 1, idx)
-    idx = np.clip(idx, 0, h - 1)
-    idx[flat] = 0
-    return idx
 
 
 def _cluster_series(clusters: ClusterAssignment) -> pd.Series:
@@ -233,12 +151,12 @@ class BatchSampler(Iterator[Batch]):
             self._query_cluster = self._assign_clusters(clusters)
         elif self.config.uses_clusters:
             raise ConfigError(f"sampling {self.config.sampling!r} needs a query -> cluster assignment (clusters is None)")
+        cluster_code = None
         if self.config.uses_clusters:
             assert self._query_cluster is not None
             c_codes, _ = pd.factorize(self._query_cluster, sort=True)
-            self._cluster_code = c_codes.astype(np.int64)
-            self._cluster_size = np.bincount(self._cluster_code)
-            self._cluster_start = np.concatenate(([0], np.cumsum(self._cluster_size)[:-1]))
+            cluster_code = c_codes.astype(np.int64)
+        self._composition = composition(self.config, len(self._qids), cluster_code)
 
         self._epoch = 0
         self._batch = 0
@@ -252,26 +170,14 @@ class BatchSampler(Iterator[Batch]):
         random: one group with all pairs; bins: the non-empty margin bins; hard-margin: one group with the
         eligible pairs. Stored CSR-style so a draw for many queries is two ``rng.integers`` calls.
         """
-        cfg = self.config
-        strategy = cfg.effective_pair_strategy
+        strategy = pair_strategy(self.config)
         q = self._pair_query
         n_q = len(self._qids)
-        if strategy == "random":
-            group = np.zeros(len(q), dtype=np.int64)
-        elif strategy == "bins":
-            lo = np.minimum.reduceat(margins, starts)[q]
-            hi = np.maximum.reduceat(margins, starts)[q]
-            group = _histogram_bins(margins, lo, hi, cfg.bins)
-        else:
-            assert cfg.margin_cutoff is not None
-            eligible = margins < cfg.margin_cutoff
-            has_eligible = np.bincount(q, weights=eligible.astype(np.float64), minlength=n_q) > 0
-            smallest = margins == np.minimum.reduceat(margins, starts)[q]
-            group = np.where(eligible | (~has_eligible[q] & smallest), 0, -1)
+        group = strategy.groups(margins, q, starts, n_q)
 
         kept = np.flatnonzero(group >= 0)
         members = kept[np.lexsort((group[kept], q[kept]))]
-        key = q[members] * (cfg.bins if strategy == "bins" else 1) + group[members]
+        key = q[members] * strategy.groups_per_query + group[members]
         group_start = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
         group_query = q[members[group_start]]
         self._members = members
@@ -319,49 +225,13 @@ class BatchSampler(Iterator[Batch]):
         """Index within the current epoch of the next batch to be produced."""
         return self._batch
 
-    def _random_composition(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        queries = rng.permutation(self.num_queries)
-        offsets = np.append(np.arange(0, self.num_queries, self.config.batch_size), self.num_queries)
-        return queries, offsets, np.zeros(len(offsets) - 1, dtype=bool)
-
-    def _tas_composition(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        bs = self.config.batch_size
-        # One random key per query shuffles every cluster's members in a single vectorised call.
-        shuffled = np.lexsort((rng.random(self.num_queries), self._cluster_code))
-        ptr = self._cluster_start.tolist()
-        left = self._cluster_size.tolist()
-        active = list(range(len(left)))  # clusters with unused queries this epoch
-        parts: list[np.ndarray] = []
-        offsets = [0]
-        topped: list[bool] = []
-        while active:
-            need, used = bs, 0
-            while need and active:
-                j = int(rng.integers(len(active)))
-                c = active[j]
-                take = min(need, left[c])
-                parts.append(shuffled[ptr[c]:ptr[c] + take])
-                ptr[c] += take
-                left[c] -= take
-                need -= take
-                used += 1
-                if left[c] == 0:  # swap-remove keeps the draw O(1) and deterministic
-                    active[j] = active[-1]
-                    active.pop()
-            offsets.append(offsets[-1] + bs - need)
-            topped.append(used > 1)
-        return np.concatenate(parts), np.asarray(offsets), np.asarray(topped, dtype=bool)
-
     def _draw_pairs(self, queries: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         group = self._query_first_group[queries] + rng.integers(0, self._query_ngroups[queries])
         return self._members[self._group_start[group] + rng.integers(0, self._group_size[group])]
 
     def _epoch_plan(self, epoch: int) -> _EpochPlan:
         rng = np.random.default_rng([self.config.seed, epoch])
-        if self.config.uses_clusters:
-            queries, offsets, topped = self._tas_composition(rng)
-        else:
-            queries, offsets, topped = self._random_composition(rng)
+        queries, offsets, topped = self._composition.draw(rng)
         return _EpochPlan(self._draw_pairs(queries, rng), offsets, topped)
 
     def _next_indices(self) -> tuple[np.ndarray, bool]:
@@ -420,59 +290,3 @@ class BatchSampler(Iterator[Batch]):
         if epoch != self._epoch:
             self._plan = None
         self._epoch, self._batch = epoch, batch
-
-
-# -- plans ------------------------------------------------------------------------------------------------------
-
-def build_plan(sampler: BatchSampler, num_batches: int) -> pd.DataFrame:
-    """The next ``num_batches`` batches of ``sampler`` as rows ``batch, qid, pos_pid, neg_pid`` (``batch``
-    counts from 0 at the sampler's current position). The sampler itself is not advanced."""
-    if not _is_int(num_batches) or num_batches < 0:
-        raise ConfigError(f"num_batches must be an integer >= 0, got {num_batches!r}")
-    probe = sampler.fork()
-    chunks: list[np.ndarray] = []
-    sizes: list[int] = []
-    for _ in range(num_batches):
-        idx, _topped = probe._next_indices()
-        chunks.append(idx)
-        sizes.append(len(idx))
-    idx = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
-    return pd.DataFrame({
-        "batch": np.repeat(np.arange(num_batches, dtype=np.int64), sizes),
-        "qid": sampler._qids[sampler._pair_query[idx]],
-        "pos_pid": sampler._pos_pid[idx],
-        "neg_pid": sampler._neg_pid[idx],
-    })
-
-
-def _check_plan(df: pd.DataFrame) -> None:
-    if list(df.columns) != list(PLAN_COLUMNS):
-        raise ConfigError(f"plan must have columns {list(PLAN_COLUMNS)} in that order, got {list(df.columns)}")
-
-
-def write_plan(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    _check_plan(df)
-    write_parquet(path, df.reset_index(drop=True))
-
-
-def read_plan(path: str | os.PathLike) -> pd.DataFrame:
-    df = pd.read_parquet(path)
-    _check_plan(df)
-    out = pd.DataFrame({"batch": df["batch"].to_numpy(dtype=np.int64)})
-    for col in PLAN_COLUMNS[1:]:
-        out[col] = df[col].astype(str).to_numpy(dtype=object)
-    return out
-
-
-def plan_hash(df: pd.DataFrame) -> str:
-    """sha256 hex of the plan's ordered rows as ``batch<TAB>qid<TAB>pos_pid<TAB>neg_pid<LF>`` lines (UTF-8)
-    after a version header. Parquet bytes are not used: they vary with the writer and its settings."""
-    _check_plan(df)
-    ids = [df[c].astype(str) for c in PLAN_COLUMNS[1:]]
-    for col, s in zip(PLAN_COLUMNS[1:], ids):
-        if s.str.contains("[\t\n]", regex=True).any():
-            raise ValueError(f"plan column {col!r} has an id containing a tab or newline; cannot hash unambiguously")
-    lines = df["batch"].astype(np.int64).astype(str) + "\t" + ids[0] + "\t" + ids[1] + "\t" + ids[2] + "\n"
-    h = hashlib.sha256(_PLAN_HASH_HEADER.encode())
-    h.update("".join(lines.tolist()).encode("utf-8"))
-    return h.hexdigest()

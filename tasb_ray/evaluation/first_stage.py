@@ -11,6 +11,7 @@ import pandas as pd
 from tasb_ray.data import PreparedDataset
 from tasb_ray.errors import TasbRayError
 from tasb_ray.evaluation.metrics import DEFAULT_METRICS, evaluate
+from tasb_ray.models.encoder import BertDot, pick_device
 from tasb_ray.retrieval.bm25 import BM25Index, BM25Params
 from tasb_ray.retrieval.dense import DenseIndex
 from tasb_ray.schema import DOC_ID, QUERY_ID, TEXT
@@ -39,8 +40,6 @@ class RetrievalResult:
 
 
 def load_encoder(opts: DenseOptions):
-    from tasb_ray.models.encoder import BertDot, pick_device
-
     enc = BertDot(opts.model, pooling=opts.pooling, normalize=opts.normalize, query_max_len=opts.query_max_len,
                   passage_max_len=opts.passage_max_len)
     return enc.to(pick_device(opts.device)).eval()

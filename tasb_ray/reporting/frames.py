@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from tasb_ray.reporting.collect import FAILED, FINISHED
+from tasb_ray.tracking import FAILED, FINISHED
 
 MEASURES = ("nDCG_10", "MRR_10", "R_100", "R_1000")
 FINAL_METRICS = tuple(f"final_{split}/{m}" for split in ("test", "dev") for m in MEASURES)

@@ -12,9 +12,9 @@ from beir_fixture import write_beir
 
 from tasb_ray.data import prepare_dataset
 from tasb_ray.errors import TasbRayError
-from tasb_ray.stages import STAGE_FILE
+from tasb_ray.pipeline.cache import STAGE_FILE
 from tasb_ray.teachers import TeacherConfig, build_teacher
-from tasb_ray.teachers.vectors import (
+from tasb_ray.pipeline.teacher_vectors import (
     PASSAGE_FILE,
     QUERY_FILE,
     attach_teacher_vectors,

@@ -24,6 +24,7 @@ from tasb_ray.errors import ConfigError
 from tasb_ray.experiments.grid import SEED_KEY, TrialSpec, check_trials, safe_name, trial_training_config
 from tasb_ray.experiments.robustness import summarize
 from tasb_ray.fileio import write_json, write_text
+from tasb_ray.pipeline.run import run_training
 from tasb_ray.training.config import TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def run_search(base: dict, grid: dict[str, list], run_dir: str | Path, *, name: 
         The trials, the per-group summary and the best group on dev.
     """
     if runner is None:
-        from tasb_ray.training.run import run_training as runner
+        runner = run_training
 
     run_dir = Path(run_dir)
     extra = {"eval.test": test}

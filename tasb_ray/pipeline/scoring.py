@@ -1,39 +1,30 @@
-"""Teacher scoring and query encoding on Ray Data actor pools.
+"""Pairwise-teacher scoring on a Ray Data actor pool: the Ray path of the pairs stage.
 
 :func:`score_pairs_ray` gives the same scores as the in-process :func:`tasb_ray.training.pairs.score_pairs`, also
 for teachers that normalise per query (ensembles): pairs are sorted and packed into the same whole-query batches
 (:func:`tasb_ray.training.pairs.query_batches`), Ray Data blocks hold whole packed batches, ``map_batches`` with
-``batch_size=None`` hands each actor whole blocks, and the actor calls the teacher once per packed batch. No
-shuffle (``groupby``) is needed, and the actor checks that every packed batch arrived whole.
+``batch_size=None`` hands each actor whole blocks (:func:`tasb_ray.distributed.texts.run_packed_blocks`), and the
+actor calls the teacher once per packed batch. No shuffle (``groupby``) is needed, and the actor checks that every
+packed batch arrived whole.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
+from tasb_ray.distributed.texts import POS, run_packed_blocks, set_threads
 from tasb_ray.errors import ConfigError, TasbRayError
-from tasb_ray.schema import QUERY_ID, TEXT
+from tasb_ray.pipeline.teacher_vectors import attach_vectors_from_dirs
+from tasb_ray.teachers.config import TeacherConfig
 from tasb_ray.teachers.factory import TeacherActor
-
-log = logging.getLogger(__name__)
+from tasb_ray.training.pairs import PAIR_KEY, query_batches
 
 PAIR_TEXT_COLUMNS = ("qid", "pid", "query", "passage")
-_BATCH, _SIZE, _POS = "_batch", "_batch_rows", "_pos"
-
-
-def _set_threads(threads: int | None) -> None:
-    import torch
-
-    from tasb_ray.distributed.batch_encoder import assigned_cpus
-
-    n = threads or assigned_cpus()
-    if n:
-        torch.set_num_threads(max(1, int(n)))
+_BATCH, _SIZE, _POS = "_batch", "_batch_rows", POS
 
 
 class PackedTeacherActor(TeacherActor):
@@ -46,11 +37,9 @@ class PackedTeacherActor(TeacherActor):
 
     def __init__(self, cfg: Mapping[str, Any], corpus_path: str | None = None, threads: int | None = None,
                  teacher_vectors: Mapping[str, str] | None = None):
-        _set_threads(threads)
+        set_threads(threads)
         super().__init__(cfg, corpus_path)
         if teacher_vectors:
-            from tasb_ray.teachers.vectors import attach_vectors_from_dirs
-
             attach_vectors_from_dirs(self.teacher, cfg, teacher_vectors)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -69,21 +58,6 @@ class PackedTeacherActor(TeacherActor):
             return pd.DataFrame({_POS: np.zeros(0, dtype=np.int64), "score": np.zeros(0)})
         return pd.DataFrame({_POS: np.concatenate(out_pos), "score": np.concatenate(out_score)})
 
-
-def _pool(num_actors: int | None, use_gpu: bool | str,
-          cpus_per_actor: int | None = None) -> tuple[int, dict, int | None]:
-    """(actors, map_batches resources, torch threads) for the connected cluster; see ``encode.cpu_pool``."""
-    from tasb_ray.distributed.encode import cpu_pool
-    from tasb_ray.distributed.runtime import cluster_cpus_gpus
-
-    cpus, gpus = cluster_cpus_gpus()
-    gpu = gpus > 0 if use_gpu == "auto" else bool(use_gpu)
-    if gpu:
-        if gpus < 1:
-            raise TasbRayError("use_gpu=True but the Ray cluster has no GPU")
-        return num_actors or max(1, int(gpus)), {"num_gpus": 1}, None
-    n, threads, logical = cpu_pool(cpus, num_actors, cpus_per_actor)
-    return n, {"num_cpus": logical}, threads
 
 
 def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: str | os.PathLike | None = None,
@@ -111,19 +85,12 @@ def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: st
         cpus_per_actor: torch threads per CPU actor (default: the actor's share of the CPUs).
         address: Ray cluster to join when Ray is not initialised (else a local instance, shut down afterwards).
         teacher_vectors: bi-encoder member path -> teacher-vectors stage directory (from
-            :func:`tasb_ray.teachers.vectors.ensure_teacher_vectors`), loaded by every actor; like ``corpus_path``
+            :func:`tasb_ray.pipeline.teacher_vectors.ensure_teacher_vectors`), loaded by every actor; like ``corpus_path``
             it must be on a filesystem the actors see. The scores then do not depend on the number of actors.
 
     Returns:
         ``qid, pid, score`` sorted by qid, pid (scores float64).
     """
-    import ray
-
-    from tasb_ray.distributed.encode import data_context
-    from tasb_ray.distributed.runtime import ray_session
-    from tasb_ray.teachers.config import TeacherConfig
-    from tasb_ray.training.pairs import PAIR_KEY, query_batches
-
     missing = [c for c in PAIR_TEXT_COLUMNS if c not in pairs_with_texts.columns]
     if missing:
         raise ConfigError(f"score_pairs_ray: pairs lack column(s) {missing} (need {list(PAIR_TEXT_COLUMNS)})")
@@ -149,83 +116,11 @@ def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: st
 
     # preserve_order: blocks reach an actor in table order, so a teacher with a per-id vector cache (bi-encoder)
     # fills it in the same order as the in-process loop (its vectors depend on their first batch's padding).
-    with ray_session(address), data_context(preserve_order=True):
-        n, resources, threads = _pool(num_actors, use_gpu, cpus_per_actor)
-        n = max(1, min(n, len(blocks)))
-        ds = ray.data.from_pandas(blocks)
-        scored = ds.map_batches(
-            PackedTeacherActor,
-            fn_constructor_kwargs={"cfg": cfg.to_dict(), "threads": threads,
-                                   "corpus_path": str(corpus_path) if corpus_path is not None else None,
-                                   "teacher_vectors": {k: str(v) for k, v in (teacher_vectors or {}).items()}},
-            batch_size=None,  # whole blocks: never split a packed batch
-            batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=n), **resources)
-        scores = np.full(len(frame), np.nan)
-        seen = np.zeros(len(frame), dtype=np.int64)
-        for part in scored.iter_batches(batch_size=None, batch_format="pandas"):
-            pos = part[_POS].to_numpy(dtype=np.int64)
-            scores[pos] = part["score"].to_numpy(dtype=np.float64)
-            np.add.at(seen, pos, 1)
+    kwargs = {"cfg": cfg.to_dict(), "corpus_path": str(corpus_path) if corpus_path is not None else None,
+              "teacher_vectors": {k: str(v) for k, v in (teacher_vectors or {}).items()}}
+    scores, seen = run_packed_blocks(blocks, PackedTeacherActor, kwargs, len(frame), num_actors=num_actors,
+                                     use_gpu=use_gpu, cpus_per_actor=cpus_per_actor, address=address)
     if (seen != 1).any():
         raise TasbRayError(f"score_pairs_ray: {int((seen == 0).sum())} pairs unscored, "
                            f"{int((seen > 1).sum())} scored twice")
     return pd.DataFrame({"qid": frame["qid"].to_numpy(), "pid": frame["pid"].to_numpy(), "score": scores})
-
-
-def encode_texts_ray(ids: Sequence[str], texts: Sequence[str], model: str, kind: str = "query", *,
-                     pooling: str = "auto", normalize: bool | None = None, query_max_len: int | None = None,
-                     passage_max_len: int | None = None, batch_size: int = 64, block_rows: int = 1024,
-                     num_actors: int | None = None, use_gpu: bool | str = "auto",
-                     cpus_per_actor: int | None = None, address: str | None = None) -> np.ndarray:
-    """float32 ``[N, dim]`` embeddings of ``texts`` (aligned with ``ids``) from an :class:`EncoderActor` pool.
-
-    The in-memory counterpart of :func:`tasb_ray.distributed.encode.encode_queries` (nothing written): e.g. the
-    training queries to cluster for TAS. Same values as ``encode_queries`` (see ``encode_bucketed``).
-    """
-    import ray
-
-    from tasb_ray.distributed.batch_encoder import EMBEDDING, ROW, EncoderActor, resolve_encoder, vectors_of
-    from tasb_ray.distributed.encode import data_context
-    from tasb_ray.distributed.runtime import ray_session
-
-    if kind not in ("query", "passage"):
-        raise ConfigError(f"kind must be 'query' or 'passage', got {kind!r}")
-    if len(ids) != len(texts):
-        raise ConfigError(f"{len(ids)} ids for {len(texts)} texts")
-    name, spec = resolve_encoder(model, pooling, normalize, query_max_len, passage_max_len)
-    n = len(texts)
-    frame = pd.DataFrame({ROW: np.arange(n, dtype=np.int64), QUERY_ID: [str(i) for i in ids],
-                          TEXT: list(texts)})
-    if n == 0:
-        from transformers import AutoConfig
-
-        return np.zeros((0, int(AutoConfig.from_pretrained(name).hidden_size)), dtype=np.float32)
-    blocks = [frame.iloc[s:s + block_rows].reset_index(drop=True) for s in range(0, n, block_rows)]
-    with ray_session(address), data_context():
-        actors, resources, threads = _pool(num_actors, use_gpu, cpus_per_actor)
-        actors = max(1, min(actors, len(blocks)))
-        ds = ray.data.from_pandas(blocks).map_batches(
-            EncoderActor,
-            fn_constructor_kwargs=dict(model=name, pooling=spec["pooling"], normalize=spec["normalize"],
-                                       query_max_len=spec["query_max_len"], passage_max_len=spec["passage_max_len"],
-                                       kind=kind, id_column=QUERY_ID, batch_size=batch_size,
-                                       device="cuda" if "num_gpus" in resources else "cpu", threads=threads),
-            batch_size=block_rows, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
-            **resources)
-        out = None
-        seen = 0
-        for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            rows = part.column(ROW).to_numpy()
-            vec = vectors_of(part.column(EMBEDDING))
-            if out is None:
-                out = np.empty((n, vec.shape[1]), dtype=np.float32)
-            out[rows] = vec
-            seen += len(rows)
-    if seen != n:
-        raise TasbRayError(f"encode_texts_ray: {seen} embeddings for {n} texts")
-    return out
-
-
-def encode_queries_ray(queries: pd.DataFrame, model: str, **kwargs) -> np.ndarray:
-    """Embeddings (kind ``query``) of a ``query_id, text`` frame, in its row order; see :func:`encode_texts_ray`."""
-    return encode_texts_ray(queries[QUERY_ID].tolist(), queries[TEXT].tolist(), model, "query", **kwargs)
