@@ -421,6 +421,16 @@ def _write_teacher(plan: Plan, path: Path, seed: int, progress: Callable[[str, i
             progress("teacher.train.tsv", written, total)
 
 
+def write_teacher_file(path: str | Path, lines: int, seed: int = 0, log: Callable[[str], None] = lambda s: None) -> int:
+    """Only the teacher file, at the scale that gives about ``lines`` lines (for ingestion benchmarks): the same
+    bytes as that scale's ``teacher.train.tsv``. Returns the lines written."""
+    plan = make_plan(lines / MSMARCO["teacher_lines"], seed)
+    t0 = time.perf_counter()
+    _write_teacher(plan, Path(path), seed, lambda name, done, total: log(
+        f"[{time.perf_counter() - t0:7.1f}s] {Path(path).name}: {done:,}/{total:,} lines") if done == total else None)
+    return int(plan.triples_per_query.sum())
+
+
 def generate(out: str | Path, scale: float, seed: int = 0, n_topics: int = 2000,
              log: Callable[[str], None] = lambda s: None) -> dict:
     """Write the files (see the module docstring) under ``out`` and return their line counts."""

@@ -42,22 +42,24 @@ def iter_line_blocks(path: str | os.PathLike, block_size: int = 16 << 20) -> Ite
     if not os.path.exists(path):
         raise DataFormatError(path, "file not found")
     line = 1
-    tail = b""
+    size = block_size
     with open(path, "rb") as f:
         while True:
-            block = f.read(block_size)
+            block = f.read(size)
             if not block:
-                if tail:
-                    yield line, tail
                 return
-            buf = tail + block if tail else block
-            cut = buf.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than a block: keep reading
-                tail = buf
-                continue
-            piece, tail = (buf, b"") if cut == len(buf) else (buf[:cut], buf[cut:])
-            yield line, piece
-            line += count_lines(piece)
+            if len(block) == size:  # not the end of the file: stop at the last line break, re-read the rest
+                cut = block.rfind(b"\n") + 1
+                if cut == 0:  # one line longer than a block: read a larger block
+                    f.seek(-len(block), os.SEEK_CUR)
+                    size *= 2
+                    continue
+                if cut < len(block):
+                    f.seek(cut - len(block), os.SEEK_CUR)
+                    block = block[:cut]
+            size = block_size
+            yield line, block
+            line += count_lines(block)
 
 
 def utf8_error(path, data: bytes, first_line: int, exc: UnicodeDecodeError) -> DataFormatError:

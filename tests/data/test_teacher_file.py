@@ -57,7 +57,7 @@ def test_same_table_as_old_reader_on_mixed_blocks(tmp_path):
     lines[200] = "4\t-0\t\"q\"\tp'\tn"  # quotes are ordinary characters
     p = _write_bytes(tmp_path / "t.tsv", ("\r\n".join(lines[:150]) + "\n" + "\n".join(lines[150:])).encode())
     want = _old_reader(p)
-    for block_size in (97, 1000, 1 << 20):
+    for block_size in (5, 97, 1000, 1 << 20):
         got = teacher_file.read_teacher_table(p, block_size=block_size)
         assert got.schema == teacher_file.PAIRS_SCHEMA
         pd.testing.assert_frame_equal(got.to_pandas(), want)
@@ -86,7 +86,7 @@ def test_scores_and_ids_exact(tmp_path):
     assert t.column("neg_score").to_pylist() == [-3.25, 4.000001]
 
 
-@pytest.mark.parametrize("block_size", [64, 1 << 20])
+@pytest.mark.parametrize("block_size", [8, 64, 1 << 20])
 @pytest.mark.parametrize("bad,field,problem", [
     ("1.5\t0.5\t7\t8", None, "expected 5 tab-separated columns, got 4"),
     ("1.5\t0.5\t7\t8\t9\t10", None, "expected 5 tab-separated columns, got 6"),
