@@ -171,3 +171,13 @@ def test_pairs_frame_matches_table(generated):
     out, _ = generated
     t = teacher_file.read_teacher_table(out / "teacher.train.tsv", block_size=50_000)
     pd.testing.assert_frame_equal(t.to_pandas(), teacher_file.read_teacher_tsv(out / "teacher.train.tsv"))
+
+
+def test_teacher_ingest_benchmark_runs_and_reports_ratios(tmp_path):
+    out = tmp_path / "ingest.md"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "teacher_ingest.py"), "--lines", "20000",
+                          "--repeats", "1", "--skip-line-reader", "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    report = out.read_text()
+    assert "| pyarrow.csv.read_csv |" in report and "| read_teacher_tsv |" in report
+    assert report.count("the peak RSS of the bare read") == 2 and "20,000 lines" in report
