@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = t_ratio <= GOAL and m_ratio <= GOAL
         verdict.append(f"- `{reader}`: {t_ratio:.2f}x the time, {m_ratio:.2f}x the peak RSS of the bare read: "
                        f"{'meets' if ok else 'MISSES'} the goal (<= {GOAL:.0f}x both).")
-    cmd = "python benchmarks/teacher_ingest.py" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])
-                                                   if (argv if argv is not None else sys.argv[1:]) else "")
+    given = sys.argv[1:] if argv is None else argv
+    cmd = shlex.join(["python", "benchmarks/teacher_ingest.py", *given])
     lines = [
         "# Teacher-file ingestion: bare pyarrow vs tasb-ray (issue 13)", "",
         f"Command: `{cmd}`  ",

@@ -6,8 +6,9 @@ line-aligned byte blocks; a block of plain lines (ASCII, no spaces or other padd
 line by line with the original rules, which either accept it with the same values or name the exact line at fault.
 Both paths give the same table, so the fast path is an optimisation only.
 
-Deviation from the authors' reader (``matchmaker``'s ``float(line[0])``): NaN and infinite scores are rejected
-(they would poison a Margin-MSE loss silently), and ids are kept as strings, this project's id type.
+Deviations from a plain ``float()`` per field (this module's reader before issue 13): NaN and infinite scores
+are rejected (one would silently poison a Margin-MSE loss), and bytes that are not UTF-8 are a one-line error.
+Ids stay strings, this project's id type, even where all of them are integers.
 """
 
 from __future__ import annotations
