@@ -33,7 +33,6 @@ Everything streams in fixed-size chunks: memory holds the per-query plan (O(quer
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -48,7 +47,7 @@ import pyarrow.csv as pacsv
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasb_ray.fileio import atomic_path, write_json  # noqa: E402
+from tasb_ray.fileio import atomic_path, write_json
 
 #: Line counts of the real files (MS MARCO passage v1; the teacher file is the authors' pairwise file).
 MSMARCO = {

@@ -150,7 +150,7 @@ def test_batches_stream_before_a_late_error(tmp_path):
     it = teacher_file.iter_teacher_batches(p, block_size=1000)
     first = next(it)
     assert first.num_rows > 0 and first.schema == teacher_file.PAIRS_SCHEMA
-    with pytest.raises(DataFormatError, match=rf":201: field 'pos_score': not a number: 'x'$"):
+    with pytest.raises(DataFormatError, match=r":201: field 'pos_score': not a number: 'x'$"):
         list(it)
 
 
