@@ -10,14 +10,75 @@ from tasb_ray.errors import DataFormatError
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, line without newline), skipping blank lines."""
+    """Yield (1-based line number, line without newline), skipping blank lines.
+
+    Lines end at ``\n``, ``\r\n`` or a lone ``\r`` (Python's universal newlines). Bytes that are not UTF-8
+    raise one :class:`DataFormatError` naming the line.
+    """
     if not os.path.exists(path):
         raise DataFormatError(path, "file not found")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield n, line
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield n, line
+    except UnicodeDecodeError:
+        # The text reader decodes ahead in blocks, so its error has no line: find it on the (rare) error path.
+        raise locate_utf8_error(path) from None
+
+
+def count_lines(data: bytes) -> int:
+    """Line breaks in ``data`` as universal newlines count them (``\n``, ``\r\n``, lone ``\r``)."""
+    n = data.count(b"\n")
+    if b"\r" in data:
+        n += data.count(b"\r") - data.count(b"\r\n")
+    return n
+
+
+def iter_line_blocks(path: str | os.PathLike, block_size: int = 16 << 20) -> Iterator[tuple[int, bytes]]:
+    """Yield (number of the block's first line, bytes) for consecutive blocks of about ``block_size`` bytes that
+    each end at a ``\n`` (the last one at the end of the file), so a block holds whole lines only."""
+    if not os.path.exists(path):
+        raise DataFormatError(path, "file not found")
+    line = 1
+    size = block_size
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(size)
+            if not block:
+                return
+            if len(block) == size:  # not the end of the file: stop at the last line break, re-read the rest
+                cut = block.rfind(b"\n") + 1
+                if cut == 0:  # one line longer than a block: read a larger block
+                    f.seek(-len(block), os.SEEK_CUR)
+                    size *= 2
+                    continue
+                if cut < len(block):
+                    f.seek(cut - len(block), os.SEEK_CUR)
+                    block = block[:cut]
+            size = block_size
+            yield line, block
+            line += count_lines(block)
+
+
+def utf8_error(path, data: bytes, first_line: int, exc: UnicodeDecodeError) -> DataFormatError:
+    """The one-line error for ``exc``, raised decoding ``data`` (whole lines starting at ``first_line``)."""
+    head = data[:exc.start]
+    start = max(head.rfind(b"\n"), head.rfind(b"\r")) + 1
+    byte = data[exc.start:exc.start + 1].hex()
+    return DataFormatError(path, f"not valid UTF-8 (byte 0x{byte} at byte {exc.start - start + 1} of the line)",
+                           line=first_line + count_lines(head))
+
+
+def locate_utf8_error(path: str | os.PathLike) -> DataFormatError:
+    """The error for the first bytes of ``path`` that are not UTF-8, found by a streaming scan."""
+    for first, block in iter_line_blocks(path):
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return utf8_error(path, block, first, e)
+    return DataFormatError(path, "not valid UTF-8")
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:

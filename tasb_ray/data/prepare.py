@@ -130,7 +130,11 @@ def _load_source(src: Source) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.
             query_frames.append(trec.read_queries_tsv(p))
         for p in sorted(root.glob("qrels.*")):
             if p.suffix in (".tsv", ".txt"):
+                # The split is the first dotted part: qrels.dev.small.tsv is split 'dev' (MS MARCO's file name).
                 split = p.name.split(".")[1]
+                if split in origin:
+                    raise DataFormatError(p, f"split {split!r} already read from {Path(origin[split]).name}; "
+                                             "keep one qrels file per split in the directory")
                 qrels[split] = trec.read_trec_qrels(p)
                 origin[split] = str(p)
         if not query_frames:

@@ -312,6 +312,22 @@ def test_msmarco_query_in_two_query_files(make_msmarco, tmp_path):
         prepare_dataset(str(root), cache_dir=tmp_path / "cache")
 
 
+def test_msmarco_dev_small_is_split_dev_and_two_files_for_one_split_fail(make_msmarco, tmp_path):
+    from tasb_ray.errors import DataFormatError
+
+    root = make_msmarco(queries={"train": [(str(100 + i), f"q{i}") for i in range(8)],
+                                 "dev.small": [("200", "d0"), ("201", "d1")]},
+                        qrels={"train": [(str(100 + i), str(i), 1) for i in range(8)],
+                               "dev.small": [("200", "8", 1), ("201", "9", 1)]})
+    ds = prepare_dataset(str(root), cache_dir=tmp_path / "cache")
+    assert ds.splits == ["dev", "train"] and set(ds.qrels("dev")[QUERY_ID]) == {"200", "201"}
+    (root / "qrels.dev.tsv").write_text("200\t0\t10\t1\n")  # MS MARCO's full dev qrels beside dev.small
+    with pytest.raises(DataFormatError) as exc:
+        prepare_dataset(str(root), cache_dir=tmp_path / "cache")
+    assert str(exc.value) == (f"{root / 'qrels.dev.tsv'}: split 'dev' already read from qrels.dev.small.tsv; "
+                              "keep one qrels file per split in the directory")
+
+
 def test_dev_carve_problems_are_one_line_errors(tmp_path):
     from tasb_ray.data.prepare import PrepareOptions
     from tasb_ray.errors import TasbRayError
