@@ -302,5 +302,11 @@ def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume
     write_json(out / "results.json", {"metrics": metrics, "plan_hash": result.plan_hash, "steps": result.steps,
                                       "best_step": result.best_step, "stages": stages,
                                       "selected": "best" if cfg.eval.every else "last"})
+    # Model cards (README.md) for the model directories; the selected one carries the metrics.
+    from tasb_ray.models.card import write_run_cards
+
+    write_run_cards(out, to_dict(cfg), metrics, plan_hash=result.plan_hash,
+                    selected=BEST if cfg.eval.every and (out / BEST).is_dir() else "model",
+                    command=f"tasb-ray train {out / 'config.yaml'}")
     kept = {"student": trainer.student, "index": trainer.last_index, "dataset": ds} if keep_model else {}
     return RunResult(out, metrics, result.plan_hash, result.steps, result.best_step, stages, result.history, **kept)
