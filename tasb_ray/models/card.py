@@ -163,7 +163,8 @@ def model_card(model_dir: str | os.PathLike, *, base_model: str | None, config: 
         lines.append("| split | " + " | ".join(names) + " |")
         lines.append("|---|" + "---|" * len(names))
         for split, values in metrics.items():
-            lines.append(f"| {split} | " + " | ".join(f"{values[k]:.4f}" if k in values else "–" for k in names) + " |")
+            cells = [f"{values[k]:.4f}" if k in values else "–" for k in names]
+            lines.append(f"| {split} | " + " | ".join(cells) + " |")
         lines += ["", "Model choices are made on dev; test is reported, never tuned on.", ""]
     if metrics_note:
         lines += [metrics_note, ""]

@@ -51,7 +51,8 @@ def test_run_cards_put_metrics_on_the_selected_model_only(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("given,want", [("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2"),
-                                        ("org/model-1.5", "org/model-1.5"), ("bert-base-uncased", "bert-base-uncased"), ("a/b/c", None),
+                                        ("org/model-1.5", "org/model-1.5"), ("a/b/c", None),
+                                        ("bert-base-uncased", "bert-base-uncased"),
                                         ("/abs/path/model", None), (None, None)])
 def test_hub_id(given, want):
     assert hub_id(given) == want
