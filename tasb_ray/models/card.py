@@ -101,8 +101,8 @@ def model_card(model_dir: str | os.PathLike, *, base_model: str | None, config: 
     lines = [_front_matter(name, base, dataset, metrics),
              f"# {name}: a TAS-Balanced dense retriever",
              "",
-             f"A BERT-DOT dense retriever fine-tuned from {base_text} with TAS-Balanced (Hofstätter et al., "
-             "SIGIR 2021) by [tasb-ray](https://arxiv.org/abs/2104.06967): queries and passages are encoded by the "
+             f"A BERT-DOT dense retriever fine-tuned from {base_text} with TAS-Balanced ([Hofstätter et al., "
+             "SIGIR 2021](https://arxiv.org/abs/2104.06967)) by tasb-ray: queries and passages are encoded by the "
              "same transformer and scored by the dot product of their vectors.",
              "",
              "## Model",
