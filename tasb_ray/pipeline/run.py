@@ -14,10 +14,12 @@ from typing import Sequence
 
 import pandas as pd
 
+from tasb_ray.config import to_dict
 from tasb_ray.data import PreparedDataset
 from tasb_ray.distributed.options import RayOptions
 from tasb_ray.fileio import write_json
 from tasb_ray.losses.combined import uses_inbatch
+from tasb_ray.models.card import write_run_cards
 from tasb_ray.pipeline.cache import STAGE_FILE, StageNotPrepared
 from tasb_ray.pipeline.clusters import clusters_stage
 from tasb_ray.pipeline.context import open_data, output_dir, ray_scope, work_dir
@@ -162,5 +164,9 @@ def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume
     write_json(out / "results.json", {"metrics": metrics, "plan_hash": result.plan_hash, "steps": result.steps,
                                       "best_step": result.best_step, "stages": stages,
                                       "selected": "best" if cfg.eval.every else "last"})
+    # Model cards (README.md) for the model directories; the selected one carries the metrics.
+    write_run_cards(out, to_dict(cfg), metrics, plan_hash=result.plan_hash,
+                    selected=BEST if cfg.eval.every and (out / BEST).is_dir() else "model",
+                    command=f"tasb-ray train {out / 'config.yaml'}")
     kept = {"student": trainer.student, "index": trainer.last_index, "dataset": ds} if keep_model else {}
     return RunResult(out, metrics, result.plan_hash, result.steps, result.best_step, stages, result.history, **kept)

@@ -5,17 +5,25 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from tasb_ray.data.irds import split_spec
 from tasb_ray.errors import ConfigError
 from tasb_ray.losses.combined import uses_inbatch
 from tasb_ray.teachers.config import TeacherConfig
 from tasb_ray.training.sampling import SamplerConfig
 
+DEFAULT_DATASET = "scifact"
+
 
 @dataclass
 class DataConfig:
-    """Which dataset and splits. Model choices use ``dev_split``; ``test_split`` is reported only."""
+    """Which dataset and splits. Model choices use ``dev_split``; ``test_split`` is reported only.
 
-    dataset: str = "scifact"
+    ``irds_splits`` names each split as its own ir_datasets id over one docs store, e.g.
+    ``{train: irds:msmarco-passage/train/judged, dev: irds:msmarco-passage/dev/small}``, in place of ``dataset``
+    (which is then set to the equivalent ``irds:train=...;dev=...`` name). A missing dev split is carved from train.
+    """
+
+    dataset: str = DEFAULT_DATASET
     cache_dir: str | None = None
     dev_fraction: float = 0.1
     dev_seed: int = 0
@@ -23,6 +31,20 @@ class DataConfig:
     dev_split: str = "dev"
     test_split: str = "test"
     rel_level: int = 1
+    irds_splits: dict[str, str] | None = None
+
+    def __post_init__(self):
+        if self.irds_splits is None:
+            return
+        spec = "irds:" + split_spec(self.irds_splits)
+        if self.dataset not in (DEFAULT_DATASET, spec):
+            raise ConfigError(f"dataset: set dataset or irds_splits, not both (dataset is {self.dataset!r})")
+        if self.train_split not in self.irds_splits:
+            raise ConfigError(f"irds_splits: no {self.train_split!r} split (train_split); "
+                              f"has {', '.join(sorted(self.irds_splits))}")
+        if self.dev_split not in self.irds_splits and self.dev_split != "dev":
+            raise ConfigError(f"irds_splits: no {self.dev_split!r} split (dev_split); only 'dev' is carved from train")
+        self.dataset = spec
 
 
 @dataclass
@@ -154,5 +176,8 @@ class TrainingConfig:
         if self.sampler.seed not in (0, self.seed):
             raise ConfigError("sampler.seed: set the top-level 'seed' instead (the sampler follows it)")
         self.sampler = dataclasses.replace(self.sampler, seed=self.seed)
+        d = self.data
+        if d.irds_splits is not None and self.eval.test and d.test_split not in d.irds_splits:
+            raise ConfigError(f"data.irds_splits: no {d.test_split!r} split (test_split); add one or set eval.test: false")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ConfigError("checkpoint_every and log_every must be >= 1")

@@ -121,7 +121,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         s = cfg.student
         self.student = BertDot(s.model, pooling=s.pooling, normalize=s.normalize, query_max_len=s.query_max_len,
-                               passage_max_len=s.passage_max_len, attention_dropout=s.attention_dropout)
+                               passage_max_len=s.passage_max_len, attention_dropout=s.attention_dropout,
+                               score_scale=s.score_scale)
         self.student.to(self.device).train()
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=o.lr, weight_decay=o.weight_decay)

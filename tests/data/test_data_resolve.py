@@ -147,3 +147,99 @@ def test_irds_not_installed(monkeypatch, tmp_path):
     monkeypatch.setattr(irds_mod, "available", lambda: False)
     with pytest.raises(TasbRayError, match="ir_datasets is not installed"):
         prepare_dataset("irds:fake/test", cache_dir=tmp_path / "cache")
+
+
+# --- ir_datasets: one id per split over one docs store (faked) -------------------------------------------------
+
+
+class _FakeSplit(_FakeDataset):
+    def __init__(self, queries, qrels):
+        super().__init__()
+        self._queries, self._qrels = queries, qrels
+
+    def queries_iter(self):
+        yield from (Query(*q) for q in self._queries)
+
+    def qrels_iter(self):
+        yield from (Qrel(*r) for r in self._qrels)
+
+
+@pytest.fixture
+def fake_irds_splits(monkeypatch):
+    """``fake`` (docs d1-d3) with train/judged, dev/small and test ids; ``other/test`` has its own docs."""
+    mod = types.ModuleType("ir_datasets")
+    ids = {
+        "fake/train/judged": _FakeSplit([("q1", "first query"), ("q2", "second query"), ("q3", "third")],
+                                        [("q1", "d1", 1), ("q2", "d2", 1), ("q3", "d3", 1)]),
+        "fake/dev/small": _FakeSplit([("q4", "fourth query")], [("q4", "d2", 1)]),
+        "fake/test": _FakeSplit([("q5", "fifth query"), ("q1", "first query")], [("q5", "d3", 2)]),
+        "other/test": _FakeSplit([("q9", "x")], [("q9", "d1", 1)]),
+        "fake/clash": _FakeSplit([("q1", "a different text")], [("q1", "d1", 1)]),
+    }
+    mod.loaded = []
+
+    def load(dataset_id):
+        mod.loaded.append(dataset_id)
+        return ids[dataset_id]
+
+    mod.load = load
+    mod.docs_parent_id = lambda dataset_id: dataset_id.split("/")[0]
+    monkeypatch.setitem(sys.modules, "ir_datasets", mod)
+    return mod
+
+
+SPLITS = "irds:train=fake/train/judged;dev=fake/dev/small;test=fake/test"
+
+
+def test_irds_one_id_per_split(fake_irds_splits, tmp_path):
+    src = resolve_source(SPLITS)
+    assert (src.name, src.kind) == ("fake", "irds")
+    ds = prepare_dataset(SPLITS, cache_dir=tmp_path / "cache")
+    assert ds.splits == ["dev", "test", "train"] and ds.manifest["dev_carved_from"] is None
+    assert sorted(ds.corpus()[DOC_ID]) == ["d1", "d2", "d3"]
+    assert ds.queries("train")[QUERY_ID].tolist() == ["q1", "q2", "q3"]
+    assert ds.queries("dev")[[QUERY_ID, TEXT]].values.tolist() == [["q4", "fourth query"]]
+    assert ds.qrels("test")[[QUERY_ID, DOC_ID, RELEVANCE]].values.tolist() == [["q5", "d3", 2]]
+    # q1 is listed by both train and test's queries with the same text: one row.
+    assert ds.queries()[QUERY_ID].tolist().count("q1") == 1
+    assert sorted(fake_irds_splits.loaded) == ["fake/dev/small", "fake/test", "fake/train/judged"]
+    # Without a dev id, dev is carved from train, as for a single dataset.
+    carved = prepare_dataset("irds:train=fake/train/judged;test=fake/test", cache_dir=tmp_path / "cache")
+    assert carved.manifest["dev_carved_from"] == "train" and "dev" in carved.splits
+
+
+def test_irds_split_ids_must_share_docs_and_agree(fake_irds_splits, tmp_path):
+    with pytest.raises(TasbRayError, match="do not share one docs store: .*other/test uses other"):
+        prepare_dataset("irds:train=fake/train/judged;test=other/test", cache_dir=tmp_path / "cache")
+    with pytest.raises(TasbRayError, match="query id 'q1' has different texts"):
+        prepare_dataset("irds:train=fake/train/judged;dev=fake/clash", cache_dir=tmp_path / "cache")
+    with pytest.raises(TasbRayError, match="expected split=id pairs"):
+        resolve_source("irds:train=fake/train/judged;fake/test")
+
+
+def test_training_config_names_irds_splits(fake_irds_splits, tmp_path):
+    from tasb_ray.config import from_dict, to_dict
+    from tasb_ray.errors import ConfigError
+    from tasb_ray.training.config import TrainingConfig
+    from tasb_ray.training.run import open_data
+
+    data = {"irds_splits": {"train": "irds:fake/train/judged", "dev": "irds:fake/dev/small", "test": "fake/test"},
+            "cache_dir": str(tmp_path / "cache")}
+    cfg = from_dict(TrainingConfig, {"data": data})
+    assert cfg.data.dataset == SPLITS
+    assert open_data(cfg).splits == ["dev", "test", "train"]
+    # The dumped config (a run's config.yaml) loads back to the same config.
+    assert to_dict(from_dict(TrainingConfig, to_dict(cfg))) == to_dict(cfg)
+
+    def bad(match, **changes):
+        with pytest.raises(ConfigError, match=match):
+            from_dict(TrainingConfig, {"data": {**data, **changes}})
+
+    bad(r"^data: irds_splits: no 'train' split", irds_splits={"dev": "fake/dev/small", "test": "fake/test"})
+    bad(r"^data: irds_splits\.dev: not an ir_datasets id", irds_splits={"train": "fake/train/judged", "dev": "irds:"})
+    bad(r"^data: dataset: set dataset or irds_splits", dataset="msmarco")
+    with pytest.raises(ConfigError, match=r"data\.irds_splits: no 'test' split"):
+        from_dict(TrainingConfig, {"data": {**data, "irds_splits": {"train": "fake/train/judged"}}})
+    no_test = from_dict(TrainingConfig, {"data": {**data, "irds_splits": {"train": "fake/train/judged"}},
+                                         "eval": {"test": False}})
+    assert no_test.data.dataset == "irds:train=fake/train/judged"

@@ -54,6 +54,18 @@ def test_run_training_end_to_end_and_stage_reuse(tmp_path, tiny_beir, tiny_model
     stages = sorted(p.name.split("-")[0] for p in (tmp_path / "work").iterdir())
     assert stages == ["clusters", "pairs"]
     assert saved["stages"]["pairs"]["pairs"]["queries"] > 0
+    # The selected model (best on dev) carries the card with the metrics; the last step's model says where they are.
+    card = (tmp_path / "out" / "best" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["library_name"] == "sentence-transformers" and "base_model" not in front  # a local base model
+    results = {r["dataset"]["split"]: r for r in front["model-index"][0]["results"]}
+    ndcg = next(m["value"] for m in results["test"]["metrics"] if m["name"] == "nDCG@10")
+    assert ndcg == pytest.approx(result.metrics["test"]["nDCG@10"])
+    assert result.plan_hash in card and f"tasb-ray train {tmp_path / 'out' / 'config.yaml'}" in card
+    assert "sampling: tas-balanced" in card and "kind: bm25" in card and "SentenceTransformer(" in card
+    last = (tmp_path / "out" / "model" / "README.md").read_text()
+    assert "model-index" not in last and "belong to `best/`" in last
+    assert (tmp_path / "out" / "best" / "modules.json").is_file()
 
     # Another seed and alpha share the stages; another cluster count adds only a clusters stage.
     run_training(load_config(TrainingConfig, path, ["seed=5", "alpha=0", f"output_dir={tmp_path / 'o2'}"]))
