@@ -114,7 +114,7 @@ def load_splits(split_ids: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame, 
     if not available():
         first = next(iter(split_ids.values()))
         raise TasbRayError(f"{first}: ir_datasets is not installed (pip install 'tasb-ray[irds]')")
-    import ir_datasets
+    import ir_datasets  # lazy: an optional extra (tasb-ray[irds]), needed only for irds: datasets
 
     loaded = {}
     for split, dataset_id in split_ids.items():
