@@ -20,6 +20,22 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_CONTENT_MEMO: dict[tuple, str] = {}
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, hashed once per process while its (size, mtime, inode) stay the same.
+
+    Cache keys use this instead of a path or an mtime: an edit that keeps the size and restores the mtime still
+    changes the key in the next process (the memo lives only as long as this one).
+    """
+    st = os.stat(path)
+    memo = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if memo not in _CONTENT_MEMO:
+        _CONTENT_MEMO[memo] = sha256_file(path)
+    return _CONTENT_MEMO[memo]
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds."""

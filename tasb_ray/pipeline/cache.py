@@ -44,11 +44,35 @@ def cached_stage(work_dir: str | os.PathLike, name: str, inputs: Any,
     if require_cached:
         raise StageNotPrepared(f"shared stage {name!r} is not prepared: {path} is missing "
                            "(run prepare_shared_stages for this config first)")
-    log.info("stage %s: building %s", name, path)
+    log.info("stage %s: building %s (%s)", name, path, why_rebuilt(Path(work_dir), name, inputs))
     with atomic_dir(path) as tmp:
         info = build(tmp)
         write_json(tmp / STAGE_FILE, {"name": name, "inputs": inputs, "info": info})
     return path, info
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out.extend(_differences(old.get(k), new.get(k), f"{prefix}{k}."))
+        return out
+    return [prefix.rstrip(".")] if old != new else []
+
+
+def why_rebuilt(work_dir: Path, name: str, inputs: Any) -> str:
+    """What differs from the newest finished stage of the same name, for the log ("no earlier stage" if none)."""
+    earlier = sorted(work_dir.glob(f"{name}-*/{STAGE_FILE}"), key=lambda p: p.stat().st_mtime)
+    if not earlier:
+        return "no earlier stage"
+    try:
+        old = json.loads(earlier[-1].read_text()).get("inputs")
+    except (OSError, ValueError):
+        return "no readable earlier stage"
+    fresh = json.loads(json.dumps(inputs, sort_keys=True, default=str))
+    diff = _differences(old, fresh)
+    shown = ", ".join(diff[:5]) + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
+    return f"differs from {earlier[-1].parent.name} in {shown}" if diff else "same inputs as an unfinished build"
 
 
 def dataset_identity(manifest: dict) -> dict:

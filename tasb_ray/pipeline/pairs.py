@@ -7,11 +7,13 @@ from pathlib import Path
 from tasb_ray.config import to_dict
 from tasb_ray.data import PreparedDataset
 from tasb_ray.distributed.options import RayOptions
+from tasb_ray.errors import TasbRayError
+from tasb_ray.fileio import content_sha256
 from tasb_ray.pipeline.cache import cached_stage, dataset_identity
 from tasb_ray.pipeline.context import ray_scope, student_encoder, work_dir
 from tasb_ray.pipeline.scoring import score_pairs_ray
 from tasb_ray.pipeline.teacher_vectors import attach_teacher_vectors, ensure_teacher_vectors
-from tasb_ray.teachers import build_teacher
+from tasb_ray.teachers import TeacherConfig, build_teacher
 from tasb_ray.training.candidates import first_stage_candidates, write_candidates
 from tasb_ray.training.config import TrainingConfig
 from tasb_ray.training.pairs import (
@@ -23,6 +25,22 @@ from tasb_ray.training.pairs import (
     unique_pairs,
     write_pairs,
 )
+
+
+def teacher_file_contents(teacher: TeacherConfig) -> dict[str, str]:
+    """sha256 of every score file a teacher config reads (``file`` kinds, also inside ensembles), by path.
+
+    A file edited in place must rebuild the stage: its path alone would find the stage built from the old scores.
+    """
+    out = {}
+    if teacher.kind == "file" and teacher.path:
+        path = Path(teacher.path)
+        if not path.is_file():
+            raise TasbRayError(f"{path}: teacher score file not found (teachers.pairwise.path)")
+        out[str(path)] = content_sha256(path)
+    for member in teacher.components:
+        out.update(teacher_file_contents(member))
+    return out
 
 
 def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
@@ -45,6 +63,9 @@ def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
     inputs = {"data": dataset_identity(ds.manifest), "split": cfg.data.train_split, "candidates": to_dict(c),
               "teacher": to_dict(cfg.teachers.pairwise),
               "dense_encoder": cfg.student.model if "dense" in c.sources else None}
+    files = teacher_file_contents(cfg.teachers.pairwise)
+    if files:  # only keys with score files change: stages of model teachers stay valid
+        inputs["teacher_files"] = files
 
     def build(tmp: Path) -> dict:
         encoder = student_encoder(cfg.student.model, cfg) if "dense" in c.sources else None

@@ -186,3 +186,18 @@ def test_encode_queries_shards_query_ids(ray_local, prepared, tiny_model, tmp_pa
     want = BertDot(str(tiny_model)).encode(queries["text"].tolist(), "query")
     np.testing.assert_allclose(vectors, want, atol=1e-5, rtol=0)
     assert read_manifest(out)["kind"] == "query" and read_manifest(out)["dataset"]["split"] == "train"
+
+
+def test_manifest_entry_outside_the_directory_is_refused(tmp_path):
+    """A manifest naming ``../outside/other.parquet`` must not make a reader open a file outside its directory."""
+    import json
+
+    out = tmp_path / "emb"
+    out.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "other.parquet").write_bytes(b"PAR1")
+    (out / MANIFEST).write_text(json.dumps({"rows": 1, "dim": 2, "id_column": "doc_id",
+                                            "shards": [{"file": "../outside/other.parquet", "rows": 1}]}))
+    with pytest.raises(TasbRayError, match=r"shard file '\.\./outside/other\.parquet' is not a shard name"):
+        load_embeddings(out)
