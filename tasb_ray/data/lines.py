@@ -13,11 +13,37 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, line without newline), skipping blank lines."""
     if not os.path.exists(path):
         raise DataFormatError(path, "file not found")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield n, line
+    try:
+        f = open(path, encoding="utf-8")
+    except PermissionError:
+        raise DataFormatError(path, "permission denied") from None
+    except IsADirectoryError:
+        raise DataFormatError(path, "is a directory, expected a file") from None
+    with f:
+        try:
+            for n, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield n, line
+        except UnicodeDecodeError:
+            raise utf8_error(path) from None
+
+
+def utf8_error(path: str | os.PathLike) -> DataFormatError:
+    """The first invalid UTF-8 byte of ``path`` as ``path:line: not valid UTF-8 (byte 0x.. at column N)``.
+
+    The text reader's exception gives only an offset into its current buffer, so the file is scanned again
+    in binary (only on this error path). The column counts bytes, as an editor's hex view would.
+    """
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                # A character cut by the line end cannot happen: b"\n" never occurs inside a UTF-8 sequence.
+                return DataFormatError(path, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})",
+                                       line=n)
+    return DataFormatError(path, "not valid UTF-8")
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
