@@ -27,7 +27,11 @@ def run(args: argparse.Namespace) -> int:
     from tasb_ray.reporting import collect_sweep, log_report, render_report
     from tasb_ray.reporting.collect import default_tracking_uri
 
+    from tasb_ray.store_check import check_tracking_store
+
     uri = args.tracking_uri or default_tracking_uri()
+    # One line in seconds for a wrong file or a dead server, before MLflow's traceback (or its minutes of retries).
+    check_tracking_store(uri, must_exist=True)
     data = collect_sweep(args.experiment, uri)
     write_text(args.out, render_report(data))
     counts = ", ".join(f"{n} {s.lower()}" for s, n in data.status_counts().items())
