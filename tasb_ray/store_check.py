@@ -31,7 +31,7 @@ def sqlite_path(uri: str) -> Path | None:
         raise TasbRayError(f"{uri}: not a SQLite URI (expected sqlite:///relative.db or sqlite:////absolute.db)")
     rest = rest[2:]
     # SQLAlchemy drops exactly one slash after '//': '/rel.db' is relative, '//abs.db' absolute.
-    path = rest[1:] if rest.startswith("/") else rest
+    path = rest.removeprefix("/")
     if path in ("", ":memory:"):
         return None
     return Path(urllib.parse.unquote(path))
@@ -105,7 +105,7 @@ def check_remote_store(uri: str, timeout_s: float = 5.0) -> None:
         if isinstance(reason, (TimeoutError, socket.timeout)):
             reason = f"no answer within {timeout_s:g} s"
         raise TasbRayError(f"{uri}: tracking server not reachable ({reason})") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise TasbRayError(f"{uri}: tracking server not reachable (no answer within {timeout_s:g} s)") from None
     except (ConnectionError, OSError) as e:
         raise TasbRayError(f"{uri}: tracking server not reachable ({e})") from None

@@ -26,7 +26,6 @@ def run(args: argparse.Namespace) -> int:
     from tasb_ray.fileio import write_text
     from tasb_ray.reporting import collect_sweep, log_report, render_report
     from tasb_ray.reporting.collect import default_tracking_uri
-
     from tasb_ray.store_check import check_tracking_store
 
     uri = args.tracking_uri or default_tracking_uri()
