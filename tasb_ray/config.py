@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -87,6 +89,51 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+_FIELD_AT_START = re.compile(r"[A-Za-z_]\w*")
+
+
+def _qualify(where: str, message: str, fields) -> str:
+    """Prefix a nested config's message with where it sits: ``lr: ...`` inside ``optim`` → ``optim.lr: ...``."""
+    if not where:
+        return message
+    m = _FIELD_AT_START.match(message)
+    if m and m.group() in fields and message[m.end():m.end() + 1] in (":", " ", ".", "["):
+        return f"{where}.{message}"
+    return f"{where}: {message}"
+
+
+def check_range(name: str, value: Any, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, integer: bool = False,
+                allow_none: bool = False) -> None:
+    """Raise ``ConfigError("name: must be ... , got value")`` unless ``value`` is a finite number in range.
+
+    Checked at load time so ``--print-config`` and the first seconds of a run already refuse what would
+    otherwise fail (or silently train nothing) hours later: NaN/inf, lr <= 0, negative counts.
+    """
+    if value is None and allow_none:
+        return
+    kind = "an integer" if integer else "a finite number"
+    bounds = []
+    if low is not None and high is not None:
+        bounds.append(f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+    elif low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    elif high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high:g}")
+    want = f"must be {kind}" + (f" {bounds[0]}" if bounds else "") + (" or null" if allow_none else "")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer:
+        ok = isinstance(value, int)
+    if ok:
+        ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        raise ConfigError(f"{name}: {want}, got {value!r}")
+
+
 def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     """Build dataclass ``cls`` from ``data``; nested dataclasses recurse; unknown keys raise ConfigError."""
     if data is None:
@@ -109,7 +156,7 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     try:
         return cls(**kwargs)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+        raise ConfigError(_qualify(where, str(e), fields)) from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
 
@@ -144,9 +191,16 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
-        node = data
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty key (expected e.g. optim.lr=1e-4)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: invalid value: {_yaml_problem(e)}") from None
+        except RecursionError:
+            raise ConfigError(f"--set {item!r}: invalid value: nested too deeply") from None
+        node = data
         for p in parts[:-1]:
             child = node.get(p)
             child = dict(child) if isinstance(child, dict) else {}
@@ -156,16 +210,37 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     return data
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's problem in one line (its str() spans several, with a context snippet)."""
+    problem = getattr(e, "problem", None) or str(e)
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        problem += f" (column {mark.column + 1})"
+    return " ".join(str(problem).split())
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        raw = path.read_bytes()
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {column})") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        raise ConfigError(f"{path}{line}: invalid YAML: {_yaml_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -173,8 +248,9 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
     data = load_yaml(path) if path else {}
+    data = apply_overrides(data, overrides)  # its errors name the --set item, not the file
     try:
-        return from_dict(cls, apply_overrides(data, overrides))
+        return from_dict(cls, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 

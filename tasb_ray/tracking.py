@@ -5,9 +5,12 @@ by key, log params / metrics / artifacts, read runs and metric histories back. A
 directory) means another class with these methods, not edits across the package. The tag names that make a sweep's
 runs readable (``tasb.kind`` trial / aggregate / summary, ``tasb.group``, ...) are defined here once.
 
-A reader (``Tracker(uri, read_only=True)``, as ``tasb-ray report`` opens a store) never creates or migrates a
-store: a SQLite store must already be an MLflow database (checked read-only), and MLflow then opens a private copy
-of it, so the user's file stays byte-identical whatever MLflow does on connect.
+Before MLflow opens a URI it is checked cheaply, so a wrong store fails in one line: a text file given as
+``sqlite:///x`` (else an SQLAlchemy traceback, or MLflow's tables added to someone else's database) and a refused
+``http://`` server (else minutes of MLflow's retries). A reader (``Tracker(uri, read_only=True)``, as
+``tasb-ray report`` opens a store) never creates or migrates a store: a SQLite store must already be an MLflow
+database (checked with SQLite's read-only mode), and MLflow then opens a private copy of it, so the user's file
+stays byte-identical whatever MLflow does on connect.
 """
 
 from __future__ import annotations
@@ -17,15 +20,16 @@ import math
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
-from urllib.parse import unquote, urlparse
 
 from tasb_ray.errors import TasbRayError
 
@@ -39,7 +43,6 @@ RETRIES_TAG = "tasb.retries"
 TRIAL_LABEL_TAGS = (TRIAL_TAG, TUNE_ID_TAG)
 FINISHED, FAILED, RUNNING = "FINISHED", "FAILED", "RUNNING"
 PAGE = 1000
-REMOTE_TIMEOUT_S = 10.0
 # MLflow's own client retries a refused HTTP connection for minutes; these bound it (read by mlflow at request time).
 _HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
              "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
@@ -63,60 +66,105 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Tables every MLflow SQL store has once created: ``experiments`` holds the data, ``alembic_version`` the schema.
+MLFLOW_TABLES = ("experiments", "alembic_version")
+
+
 def sqlite_path(uri: str) -> Path | None:
-    """The file of a ``sqlite:///`` URI (``sqlite:///rel.db`` relative, ``sqlite:////abs.db`` absolute), else None."""
-    if not uri.startswith("sqlite:///"):
+    """The file of a ``sqlite:`` URI (SQLAlchemy form: ``sqlite:///rel.db``, ``sqlite:////abs.db``); None when
+    the URI is not SQLite or names an in-memory database."""
+    if not uri.startswith("sqlite:"):
         return None
-    path = unquote(uri[len("sqlite:///"):].split("?", 1)[0])
-    return None if not path or path == ":memory:" else Path(path)
+    rest = uri[len("sqlite:"):].split("?", 1)[0]
+    if not rest.startswith("//"):
+        raise TasbRayError(f"{uri}: not a SQLite URI (expected sqlite:///relative.db or sqlite:////absolute.db)")
+    rest = rest[2:]
+    # SQLAlchemy drops exactly one slash after '//': '/rel.db' is relative, '//abs.db' absolute.
+    path = rest.removeprefix("/")
+    if path in ("", ":memory:"):
+        return None
+    return Path(urllib.parse.unquote(path))
 
 
-def check_sqlite_store(path: Path, uri: str, must_exist: bool) -> bool:
-    """Whether ``path`` holds an MLflow SQLite store (read-only look); raise if it holds anything else.
+def _tables(path: Path) -> set[str]:
+    # mode=ro: never create the file, never write to it (a check must not change the store it checks).
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=5)
+        try:
+            rows = con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise TasbRayError(f"{path}: not a readable SQLite database ({e})") from None
+    return {r[0] for r in rows}
 
-    With ``must_exist`` a missing file raises too. An empty file, a non-SQLite file or a SQLite database without
-    MLflow's tables is refused: MLflow would otherwise turn it into (or add its tables to) a tracking store.
+
+def check_sqlite_store(uri: str, *, must_exist: bool) -> None:
+    """Refuse a ``sqlite:`` tracking URI that MLflow could not use, with one line naming the file.
+
+    ``must_exist=True`` (readers such as the report): the file must be an MLflow store already.
+    ``must_exist=False`` (the sweep drivers, which create the store): a missing file is fine if its folder
+    exists; an existing file must be SQLite, and either empty of tables or an MLflow store.
+    Other URIs (``http:``, ``file:``, plain paths) pass unchecked.
     """
+    path = sqlite_path(uri)
+    if path is None:
+        return
     if not path.exists():
         if must_exist:
             raise TasbRayError(f"no MLflow database at {path} (tracking URI {uri})")
-        return False
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise TasbRayError(f"{path}: folder of the tracking store does not exist")
+        return
     if path.is_dir():
-        raise TasbRayError(f"{path}: is a directory, not an MLflow SQLite database (tracking URI {uri})")
+        raise TasbRayError(f"{path}: tracking store is a directory, expected a SQLite file")
     try:
         with open(path, "rb") as f:
-            header = f.read(16)
-    except OSError as e:
-        raise TasbRayError(f"{path}: cannot read the tracking store: {e.strerror or e}") from None
-    if header != b"SQLite format 3\x00":
-        what = "an empty file" if not header else "not a SQLite database"
-        raise TasbRayError(f"{path}: {what}, not an MLflow tracking store (tracking URI {uri})")
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        raise TasbRayError(f"{path}: unreadable SQLite database ({e})") from None
-    if not {"experiments", "runs", "alembic_version"} <= tables:
-        raise TasbRayError(f"{path}: a SQLite database without MLflow's tables, not an MLflow tracking store "
-                           f"(tracking URI {uri})")
-    return True
+            head = f.read(len(SQLITE_HEADER))
+    except PermissionError:
+        raise TasbRayError(f"{path}: permission denied") from None
+    if head and head != SQLITE_HEADER:
+        raise TasbRayError(f"{path}: not a SQLite database (tracking store); wrong file in --tracking-uri?")
+    tables = _tables(path) if head else set()
+    missing = [t for t in MLFLOW_TABLES if t not in tables]
+    if missing and (must_exist or tables):
+        what = "an empty SQLite file" if not tables else "a SQLite database"
+        raise TasbRayError(f"{path}: {what} but not an MLflow tracking store (no table "
+                           f"{', '.join(repr(t) for t in missing)})")
 
 
-def check_remote_store(uri: str, timeout_s: float = REMOTE_TIMEOUT_S) -> None:
-    """One bounded reachability probe of an ``http(s)://`` tracking server: fail in seconds, in one line."""
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
+def check_remote_store(uri: str, timeout_s: float = 5.0) -> None:
+    """One bounded reachability probe of an ``http(s)://`` tracking server; other URIs pass unchecked.
+
+    Any HTTP answer (even 404 or 403) means a server is there: MLflow reports what it does not like later, with
+    its own message. Only a failed connection (refused, unknown host, no answer within ``timeout_s``) is refused.
+    """
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    if scheme not in ("http", "https"):
         return
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+        with urllib.request.urlopen(urllib.request.Request(uri, method="GET"), timeout=timeout_s):
+            return
     except urllib.error.HTTPError:
-        return  # it answered: a server is there (its /health may be elsewhere)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise TasbRayError(f"tracking server {uri} unreachable: {reason}") from None
+        return
+    except urllib.error.URLError as e:
+        reason = e.reason
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            reason = f"no answer within {timeout_s:g} s"
+        raise TasbRayError(f"{uri}: tracking server not reachable ({reason})") from None
+    except TimeoutError:
+        raise TasbRayError(f"{uri}: tracking server not reachable (no answer within {timeout_s:g} s)") from None
+    except (ConnectionError, OSError) as e:
+        raise TasbRayError(f"{uri}: tracking server not reachable ({e})") from None
+
+
+def check_tracking_store(uri: str, *, must_exist: bool, timeout_s: float = 5.0) -> None:
+    """Both checks by scheme: what a driver or the report calls before handing ``uri`` to MLflow."""
+    check_sqlite_store(uri, must_exist=must_exist)
+    check_remote_store(uri, timeout_s)
 
 
 @dataclass
@@ -166,16 +214,14 @@ class Tracker:
         return self._client
 
     def _open_uri(self) -> str:
+        check_tracking_store(self.uri, must_exist=self.read_only)
         path = sqlite_path(self.uri)
         if path is not None:
-            exists = check_sqlite_store(path, self.uri, must_exist=self.read_only)
-            if self.read_only and exists:
+            if self.read_only:
                 self._copy_dir = tempfile.mkdtemp(prefix="tasb-ray-store-")
                 copy = Path(self._copy_dir) / path.name
                 shutil.copyfile(path, copy)
                 return f"sqlite:///{copy}"
-        else:
-            check_remote_store(self.uri)
         return self.uri
 
     def close(self) -> None:

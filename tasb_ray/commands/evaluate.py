@@ -39,15 +39,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--b", type=float, default=0.4, help="BM25 b")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse what would otherwise fail after retrieval (or, for --k 0, succeed with an empty run)."""
+    from tasb_ray.errors import ConfigError
+    from tasb_ray.evaluation.metrics import check_metric_names
+
+    if args.k < 1:
+        raise ConfigError(f"--k: must be an integer >= 1, got {args.k}")
+    check_metric_names(args.metrics)
+
+
+def check_out(out: Path, what: str) -> None:
+    from tasb_ray.errors import ConfigError
+
+    for path in (out, out.with_suffix(".metrics.json")):
+        if path.is_dir():
+            raise ConfigError(f"{what} {path}: is a directory, expected a file path")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"{what} {out}: {parent} is not a directory")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     ds = open_dataset(args.dataset, args)
+    out = Path(args.out) if args.out else default_run_path(ds.name, args.split, args.retriever, args.model)
+    check_out(out, "--out" if args.out else "run file")
     dense = DenseOptions(model=args.model, pooling=args.pooling, normalize=args.normalize,
                          query_max_len=args.query_max_len, passage_max_len=args.passage_max_len,
                          batch_size=args.batch_size, device=args.device, index=args.index,
                          save_index=args.save_index, index_kind=args.index_kind)
     result = retrieve(ds, args.split, args.retriever, k=args.k, dense=dense, bm25=BM25Params(k1=args.k1, b=args.b),
                       metrics=args.metrics, rel_level=args.rel_level)
-    out = Path(args.out) if args.out else default_run_path(ds.name, args.split, args.retriever, args.model)
     write_trec_run(result.run, out, tag=f"tasb-ray-{args.retriever}")
     write_json(out.with_suffix(".metrics.json"), {"metrics": result.metrics, "timings": result.timings,
                                                   **result.info})

@@ -18,7 +18,13 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     if not os.path.exists(path):
         raise DataFormatError(path, "file not found")
     try:
-        with open(path, encoding="utf-8") as f:
+        f = open(path, encoding="utf-8")
+    except PermissionError:
+        raise DataFormatError(path, "permission denied") from None
+    except IsADirectoryError:
+        raise DataFormatError(path, "is a directory, expected a file") from None
+    try:
+        with f:
             for n, line in enumerate(f, 1):
                 line = line.rstrip("\r\n")
                 if line.strip():
@@ -63,11 +69,12 @@ def iter_line_blocks(path: str | os.PathLike, block_size: int = 16 << 20) -> Ite
 
 
 def utf8_error(path, data: bytes, first_line: int, exc: UnicodeDecodeError) -> DataFormatError:
-    """The one-line error for ``exc``, raised decoding ``data`` (whole lines starting at ``first_line``)."""
+    """The one-line error for ``exc``, raised decoding ``data`` (whole lines starting at ``first_line``); the column
+    counts bytes, as an editor's hex view would."""
     head = data[:exc.start]
     start = max(head.rfind(b"\n"), head.rfind(b"\r")) + 1
     byte = data[exc.start:exc.start + 1].hex()
-    return DataFormatError(path, f"not valid UTF-8 (byte 0x{byte} at byte {exc.start - start + 1} of the line)",
+    return DataFormatError(path, f"not valid UTF-8 (byte 0x{byte} at column {exc.start - start + 1})",
                            line=first_line + count_lines(head))
 
 

@@ -25,6 +25,18 @@ def to_measure(name: str, rel_level: int = 1):
     return ir_measures.parse_measure(f"{spec}@{cutoff}" if cutoff else spec)
 
 
+def check_metric_names(names: Sequence[str], what: str = "--metrics") -> None:
+    """Refuse a name ir-measures cannot parse (``nDCG@ten``) before any retrieval runs, in one line."""
+    from tasb_ray.errors import ConfigError
+
+    for name in names:
+        try:
+            to_measure(str(name))
+        except Exception as e:  # ir-measures raises ValueError, NameError or SyntaxError by parse stage
+            detail = " ".join(str(e).split()) or type(e).__name__
+            raise ConfigError(f"{what}: unknown metric {name!r} ({detail}); e.g. nDCG@10, MRR@10, R@100, P@10, MAP") from None
+
+
 def _inputs(run: pd.DataFrame, qrels: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     run = run[[QUERY_ID, DOC_ID, SCORE]].astype({QUERY_ID: str, DOC_ID: str, SCORE: float})
     qrels = qrels[[QUERY_ID, DOC_ID, RELEVANCE]].astype({QUERY_ID: str, DOC_ID: str, RELEVANCE: int})

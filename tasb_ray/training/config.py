@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from tasb_ray.config import check_range
 from tasb_ray.data.irds import split_spec
 from tasb_ray.errors import ConfigError
 from tasb_ray.losses.combined import uses_inbatch
@@ -34,6 +35,10 @@ class DataConfig:
     irds_splits: dict[str, str] | None = None
 
     def __post_init__(self):
+        # The carve keeps at least one query on each side, so both ends are open.
+        check_range("dev_fraction", self.dev_fraction, 0, 1, low_open=True, high_open=True)
+        check_range("dev_seed", self.dev_seed, 0, integer=True)
+        check_range("rel_level", self.rel_level, 1, integer=True)
         if self.irds_splits is None:
             return
         spec = "irds:" + split_spec(self.irds_splits)
@@ -61,8 +66,10 @@ class CandidatesConfig:
         bad = [s for s in self.sources if s not in ("bm25", "dense")]
         if bad or not self.sources:
             raise ConfigError(f"sources: expected a non-empty list of bm25/dense, got {self.sources}")
-        if self.depth < 1 or self.negatives_per_query < 1:
-            raise ConfigError("depth and negatives_per_query must be >= 1")
+        check_range("depth", self.depth, 1, integer=True)
+        check_range("negatives_per_query", self.negatives_per_query, 1, integer=True)
+        check_range("max_positives", self.max_positives, 1, integer=True, allow_none=True)
+        check_range("seed", self.seed, 0, integer=True)
 
 
 @dataclass
@@ -78,8 +85,9 @@ class ClustersConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.k < 1:
-            raise ConfigError(f"k must be >= 1, got {self.k}")
+        check_range("k", self.k, 1, integer=True)
+        check_range("niter", self.niter, 1, integer=True)
+        check_range("seed", self.seed, 0, integer=True)
 
 
 def _default_pairwise() -> TeacherConfig:
@@ -107,6 +115,14 @@ class StudentConfig:
     attention_dropout: float | None = 0.0
     score_scale: float = 1.0
 
+    def __post_init__(self):
+        if self.pooling not in ("auto", "cls", "mean"):
+            raise ConfigError(f"pooling: must be auto, cls or mean, got {self.pooling!r}")
+        check_range("query_max_len", self.query_max_len, 1, integer=True)
+        check_range("passage_max_len", self.passage_max_len, 1, integer=True)
+        check_range("attention_dropout", self.attention_dropout, 0, 1, high_open=True, allow_none=True)
+        check_range("score_scale", self.score_scale, 0, low_open=True)
+
 
 @dataclass
 class OptimConfig:
@@ -129,8 +145,14 @@ class OptimConfig:
             raise ConfigError("set max_steps or epochs, not both")
         if self.max_steps is None and self.epochs is None:
             self.epochs = 1.0
-        if self.grad_accum < 1:
-            raise ConfigError(f"grad_accum must be >= 1, got {self.grad_accum}")
+        check_range("lr", self.lr, 0, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0)
+        check_range("warmup_steps", self.warmup_steps, 0, integer=True)
+        check_range("max_steps", self.max_steps, 1, integer=True, allow_none=True)
+        check_range("epochs", self.epochs, 0, low_open=True, allow_none=True)
+        # 0 would clip every gradient to nothing; null turns clipping off.
+        check_range("grad_clip", self.grad_clip, 0, low_open=True, allow_none=True)
+        check_range("grad_accum", self.grad_accum, 1, integer=True)
 
 
 @dataclass
@@ -144,6 +166,17 @@ class EvalConfig:
     batch_size: int = 64
     test: bool = True
     at_start: bool = False
+
+    def __post_init__(self):
+        check_range("every", self.every, 0, integer=True)
+        check_range("k", self.k, 1, integer=True)
+        check_range("batch_size", self.batch_size, 1, integer=True)
+        from tasb_ray.evaluation.metrics import check_metric_names
+
+        check_metric_names(self.metrics, "metrics")
+        if self.every and self.metric not in self.metrics:
+            # Best-model selection reads this metric from each dev evaluation.
+            raise ConfigError(f"metric: {self.metric!r} is not among metrics {list(self.metrics)}")
 
 
 @dataclass
@@ -169,8 +202,8 @@ class TrainingConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.alpha < 0:
-            raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
+        check_range("alpha", self.alpha, 0)
+        check_range("seed", self.seed, 0, integer=True)
         if uses_inbatch(self.alpha) and self.teachers.inbatch is None:
             raise ConfigError("alpha > 0 needs teachers.inbatch")
         if self.sampler.seed not in (0, self.seed):
@@ -179,5 +212,5 @@ class TrainingConfig:
         d = self.data
         if d.irds_splits is not None and self.eval.test and d.test_split not in d.irds_splits:
             raise ConfigError(f"data.irds_splits: no {d.test_split!r} split (test_split); add one or set eval.test: false")
-        if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ConfigError("checkpoint_every and log_every must be >= 1")
+        check_range("log_every", self.log_every, 1, integer=True)
+        check_range("checkpoint_every", self.checkpoint_every, 1, integer=True)

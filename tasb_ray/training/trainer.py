@@ -90,6 +90,23 @@ def load_weights(student: BertDot, model_dir: Path) -> None:
     student.bert.load_state_dict(state, strict=False)
 
 
+def load_rng_state(path: Path) -> dict:
+    """Read ``rng.pt`` with torch's tensors-only unpickler: a checkpoint directory may come from elsewhere, and a
+    full unpickle would run any code planted in it. What the trainer saves (tensors, the scaler's numbers) loads."""
+    import pickle
+
+    try:
+        rng = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        # torch's message spans many lines; its first line says which global was refused.
+        first = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise TasbRayError(f"{path}: refused to load: not a plain RNG state (tensors and numbers only)"
+                           + (f"; {first}" if first else "")) from None
+    if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor):
+        raise TasbRayError(f"{path}: not an RNG state saved by tasb-ray (expected a 'torch' tensor)")
+    return rng
+
+
 class Trainer:
     """Trains a BERT-DOT student with ``L = L_pair + alpha * L_inb`` on the batches of a :class:`BatchSampler`.
 
@@ -268,7 +285,7 @@ class Trainer:
         load_weights(self.student, path / "model")
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device))
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt"))
-        rng = torch.load(path / "rng.pt", weights_only=False)
+        rng = load_rng_state(path / "rng.pt")
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])

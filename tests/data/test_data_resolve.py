@@ -221,7 +221,7 @@ def test_training_config_names_irds_splits(fake_irds_splits, tmp_path):
     from tasb_ray.config import from_dict, to_dict
     from tasb_ray.errors import ConfigError
     from tasb_ray.training.config import TrainingConfig
-    from tasb_ray.training.run import open_data
+    from tasb_ray.pipeline.run import open_data
 
     data = {"irds_splits": {"train": "irds:fake/train/judged", "dev": "irds:fake/dev/small", "test": "fake/test"},
             "cache_dir": str(tmp_path / "cache")}
@@ -235,9 +235,9 @@ def test_training_config_names_irds_splits(fake_irds_splits, tmp_path):
         with pytest.raises(ConfigError, match=match):
             from_dict(TrainingConfig, {"data": {**data, **changes}})
 
-    bad(r"^data: irds_splits: no 'train' split", irds_splits={"dev": "fake/dev/small", "test": "fake/test"})
-    bad(r"^data: irds_splits\.dev: not an ir_datasets id", irds_splits={"train": "fake/train/judged", "dev": "irds:"})
-    bad(r"^data: dataset: set dataset or irds_splits", dataset="msmarco")
+    bad(r"^data\.irds_splits: no 'train' split", irds_splits={"dev": "fake/dev/small", "test": "fake/test"})
+    bad(r"^data\.irds_splits\.dev: not an ir_datasets id", irds_splits={"train": "fake/train/judged", "dev": "irds:"})
+    bad(r"^data\.dataset: set dataset or irds_splits", dataset="msmarco")
     with pytest.raises(ConfigError, match=r"data\.irds_splits: no 'test' split"):
         from_dict(TrainingConfig, {"data": {**data, "irds_splits": {"train": "fake/train/judged"}}})
     no_test = from_dict(TrainingConfig, {"data": {**data, "irds_splits": {"train": "fake/train/judged"}},

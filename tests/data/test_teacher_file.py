@@ -126,7 +126,7 @@ def test_not_utf8_named_exactly(tmp_path, block_size):
     p = _write_bytes(tmp_path / "t.tsv", b"\n".join(lines) + b"\n")
     err = _error(p, block_size=block_size)
     assert err.line == 13
-    assert str(err) == f"{p}:13: not valid UTF-8 (byte 0xff at byte 12 of the line)"
+    assert str(err) == f"{p}:13: not valid UTF-8 (byte 0xff at column 12)"
 
 
 def test_lone_carriage_returns_are_line_breaks(tmp_path):
@@ -166,4 +166,4 @@ def test_other_line_readers_report_bad_utf8_in_one_line(tmp_path):
     p = _write_bytes(tmp_path / "collection.tsv", b"1\tone\n\n2\ttw\xc3o\n")
     with pytest.raises(DataFormatError) as exc:
         trec.read_collection_tsv(p)
-    assert str(exc.value) == f"{p}:3: not valid UTF-8 (byte 0xc3 at byte 5 of the line)"
+    assert str(exc.value) == f"{p}:3: not valid UTF-8 (byte 0xc3 at column 5)"

@@ -6,9 +6,9 @@ import pytest
 
 from tasb_ray.data.prepare import prepare_dataset
 from tasb_ray.errors import ConfigError, TasbRayError
+from tasb_ray.evaluation.first_stage import build_dense_index
 from tasb_ray.evaluation.fusion import interpolate, reciprocal_rank_fusion, sort_run
 from tasb_ray.evaluation.metrics import evaluate
-from tasb_ray.evaluation.first_stage import build_dense_index
 from tasb_ray.evaluation.pipelines import PIPELINES, STAGES, PipelineOptions, rerank_query, run_pipelines
 from tasb_ray.retrieval.bm25 import BM25Index
 from tasb_ray.teachers.bm25 import BM25Teacher

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from sweep_fixture import write_sweep
 
 REPO = Path(__file__).resolve().parents[2]

@@ -66,8 +66,8 @@ def test_tiny_sweep_aggregate_run(tiny_sweep):
 def test_killed_trial_resumes_to_the_uninterrupted_result(tiny_sweep, tmp_path):
     """Seed 1 was killed right after its step-2 checkpoint; Tune restarted it from that checkpoint."""
     from tasb_ray.config import from_dict
-    from tasb_ray.training.config import TrainingConfig
     from tasb_ray.pipeline.run import run_training
+    from tasb_ray.training.config import TrainingConfig
 
     marker = tiny_sweep.root / "run" / "faults" / "seed_1.done"
     assert marker.is_file(), "the fault was not injected"

@@ -15,10 +15,10 @@ from tasb_ray.cli import main
 from tasb_ray.config import from_dict, load_config
 from tasb_ray.distributed.options import RayOptions
 from tasb_ray.errors import TasbRayError
+from tasb_ray.pipeline.run import clusters_stage, open_data, pairs_stage, prepare_shared_stages, run_training
 from tasb_ray.training.clusters import read_clusters
 from tasb_ray.training.config import TrainingConfig
 from tasb_ray.training.pairs import read_pairs
-from tasb_ray.pipeline.run import clusters_stage, open_data, pairs_stage, prepare_shared_stages, run_training
 
 
 def _config(tmp_path, tiny_beir, tiny_model) -> dict:
@@ -120,8 +120,8 @@ def test_pairs_stage_key_is_unchanged(tmp_path, tiny_beir, tiny_model):
 
 def test_shared_stages_on_ray_equal_local_and_trials_only_read_them(ray_local, tmp_path, tiny_beir, mean_model,
                                                                      monkeypatch):
-    from tasb_ray.teachers.bi_encoder import BiEncoderTeacher
     from tasb_ray.pipeline.teacher_vectors import PASSAGE_FILE, QUERY_FILE, read_vectors
+    from tasb_ray.teachers.bi_encoder import BiEncoderTeacher
 
     local = _shared_config(tmp_path, tiny_beir, mean_model, "work-local")
     ds = open_data(local)

@@ -13,7 +13,6 @@ from beir_fixture import write_beir
 from tasb_ray.data import prepare_dataset
 from tasb_ray.errors import TasbRayError
 from tasb_ray.pipeline.cache import STAGE_FILE
-from tasb_ray.teachers import TeacherConfig, build_teacher
 from tasb_ray.pipeline.teacher_vectors import (
     PASSAGE_FILE,
     QUERY_FILE,
@@ -22,6 +21,7 @@ from tasb_ray.pipeline.teacher_vectors import (
     stage_vectors,
     teacher_vectors_stage,
 )
+from tasb_ray.teachers import TeacherConfig, build_teacher
 from tasb_ray.training.pairs import attach_texts
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from report_fixture import ALPHA_FAILED, SEEDS_FAILED
 from dom import parse
+from report_fixture import ALPHA_FAILED, SEEDS_FAILED
 
 from tasb_ray.cli import main
 from tasb_ray.errors import TasbRayError
