@@ -136,6 +136,28 @@ def report_server_refused(tmp_path, monkeypatch):
             [f"{uri}: tracking server not reachable"])
 
 
+def report_store_is_foreign_sqlite(tmp_path, monkeypatch):
+    import sqlite3
+
+    db = tmp_path / "other.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE notes (body TEXT)")
+    con.commit()
+    con.close()
+    return (["report", "--experiment", "seeds", "--tracking-uri", f"sqlite:///{db}", "--out", str(tmp_path / "r.html")],
+            [f"{db}: a SQLite database but not an MLflow tracking store"])
+
+
+def model_not_found(command: str):
+    def case(tmp_path, monkeypatch):
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        extra = ["--retriever", "dense"] if command == "evaluate" else ["--out", str(tmp_path / "emb")]
+        return [command, "--dataset", str(_dataset(tmp_path)), *extra, "--model", "no-such-org/no-such-model"], \
+            ["model 'no-such-org/no-such-model': cannot load it"]
+    case.__name__ = f"{command}_model_not_found"
+    return case
+
+
 def number(override: str, expected: str):
     def case(tmp_path, monkeypatch):
         return ["train", str(_config(tmp_path)), "--print-config", "--set", override], [expected]
@@ -163,6 +185,9 @@ CASES = [
     number("eval.k=0", "eval.k: must be an integer >= 1, got 0"),
     number("eval.every=-7", "eval.every: must be an integer >= 0, got -7"),
     number("data.dev_fraction=7", "data.dev_fraction: must be a finite number in (0, 1), got 7.0"),
+    number("teachers.pairwise={kind: bm25, k1: .nan}", "teachers.pairwise: teacher: k1: must be a finite number, got nan"),
+    number("teachers.pairwise={kind: bm25, weight: .inf}", "weight: must be a finite number, got inf"),
+    report_store_is_foreign_sqlite, model_not_found("evaluate"), model_not_found("encode-corpus"),
 ]
 
 

@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
+from transformers import AutoConfig
 
 from tasb_ray.models.encoder import BertDot, spec_from_model
-from tasb_ray.models.registry import resolve_model
+from tasb_ray.models.registry import loading_model, resolve_model
 from tasb_ray.schema import DOC_ID, TEXT
 
 ROW = "row"
@@ -142,7 +143,10 @@ def resolve_encoder(model: str, pooling: str = "auto", normalize: bool | None = 
                     query_max_len: int | None = None, passage_max_len: int | None = None) -> tuple[str, dict]:
     """The resolved model name and the encoder spec :class:`BertDot` would use, without loading weights."""
     name = resolve_model(model)
-    base = spec_from_model(name)
+    with loading_model(str(model)):
+        # The config is small and local: a wrong name fails here, in one line, not inside every Ray actor.
+        AutoConfig.from_pretrained(name)
+        base = spec_from_model(name)
     overrides = {k: v for k, v in dict(pooling=None if pooling == "auto" else pooling, normalize=normalize,
                                        query_max_len=query_max_len, passage_max_len=passage_max_len).items()
                  if v is not None}

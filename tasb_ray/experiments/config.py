@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasb_ray.config import from_dict, load_yaml
+from tasb_ray.config import check_range, from_dict, load_yaml
 from tasb_ray.errors import ConfigError
 
 
@@ -45,6 +45,11 @@ class PipelinesConfig:
     interp_weight: float = 0.5        # weight of dense in BM25 + dense score interpolation
     rrf_k: int = 60
 
+    def __post_init__(self):
+        check_range("rerank_depth", self.rerank_depth, 1, integer=True)
+        check_range("interp_weight", self.interp_weight, 0, 1)
+        check_range("rrf_k", self.rrf_k, 0, integer=True)
+
 
 @dataclass
 class RayConfig:
@@ -53,6 +58,7 @@ class RayConfig:
     ship_shared: str = "auto"         # send shared stage files to trials: auto (multi-node) | always | never
 
     def __post_init__(self):
+        check_range("num_cpus", self.num_cpus, 1, integer=True, allow_none=True)
         if self.ship_shared not in ("auto", "always", "never"):
             raise ConfigError(f"ray.ship_shared: auto | always | never, got {self.ship_shared!r}")
 
@@ -64,6 +70,9 @@ class FaultConfig:
 
     match: dict = field(default_factory=dict)
     after_checkpoint_step: int | None = None
+
+    def __post_init__(self):
+        check_range("after_checkpoint_step", self.after_checkpoint_step, 1, integer=True, allow_none=True)
 
 
 @dataclass
@@ -108,8 +117,7 @@ class SweepConfig:
             unknown = set(self.baseline) - set(self.grid)
             if unknown:
                 raise ConfigError(f"baseline: {sorted(unknown)} not in grid")
-        if self.max_failures < 0:
-            raise ConfigError("max_failures must be >= 0")
+        check_range("max_failures", self.max_failures, 0, integer=True)
 
     def base_path(self) -> Path:
         base = Path(self.base)

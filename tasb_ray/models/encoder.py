@@ -25,7 +25,7 @@ from transformers.utils import logging as hf_logging
 
 from tasb_ray.errors import ConfigError
 from tasb_ray.models.batching import length_sorted_batches
-from tasb_ray.models.registry import resolve_model
+from tasb_ray.models.registry import loading_model, resolve_model
 from tasb_ray.models.st_format import saved_score_scale, write_st_layout
 
 SPEC_FILE = "tasb_ray_encoder.json"
@@ -110,20 +110,21 @@ class BertDot(nn.Module):
         hf_logging.disable_progress_bar()
 
         self.model_name = resolve_model(model)
-        base = spec_from_model(self.model_name)
-        overrides = {k: v for k, v in dict(pooling=None if pooling == "auto" else pooling, normalize=normalize,
-                                           query_max_len=query_max_len, passage_max_len=passage_max_len).items()
-                     if v is not None}
-        self.spec = replace(base, **overrides)
-        # Kept out of EncoderSpec: the spec is part of cached stage keys, and the scale does not change vectors.
-        self.score_scale = float(score_scale if score_scale is not None else saved_score_scale(self.model_name) or 1.0)
-        if not self.score_scale > 0:
-            raise ConfigError(f"score_scale must be > 0, got {self.score_scale}")
-        config = AutoConfig.from_pretrained(self.model_name)
-        if attention_dropout is not None:
-            config.attention_probs_dropout_prob = attention_dropout
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-        self.bert = AutoModel.from_pretrained(self.model_name, config=config, attn_implementation="sdpa")
+        with loading_model(str(model)):
+            base = spec_from_model(self.model_name)
+            overrides = {k: v for k, v in dict(pooling=None if pooling == "auto" else pooling, normalize=normalize,
+                                               query_max_len=query_max_len, passage_max_len=passage_max_len).items()
+                         if v is not None}
+            self.spec = replace(base, **overrides)
+            # Kept out of EncoderSpec: the spec is part of cached stage keys, and the scale does not change vectors.
+            self.score_scale = float(score_scale if score_scale is not None else saved_score_scale(self.model_name) or 1.0)
+            if not self.score_scale > 0:
+                raise ConfigError(f"score_scale must be > 0, got {self.score_scale}")
+            config = AutoConfig.from_pretrained(self.model_name)
+            if attention_dropout is not None:
+                config.attention_probs_dropout_prob = attention_dropout
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+            self.bert = AutoModel.from_pretrained(self.model_name, config=config, attn_implementation="sdpa")
 
     @property
     def device(self) -> torch.device:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from pathlib import Path
@@ -37,3 +38,17 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
             raise TasbRayError(f"{p}: not a Hugging Face model directory (no config.json)")
         return str(p.resolve())
     return name
+
+
+@contextlib.contextmanager
+def loading_model(name: str):
+    """Turn transformers' "not found" (an OSError with a page of advice) into one line naming the model.
+
+    Nothing is downloaded at run time here, so a hub id that is not in the local cache cannot load.
+    """
+    try:
+        yield
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TasbRayError(f"model {name!r}: cannot load it: not a local model directory, a short name "
+                           f"({', '.join(SHORT_NAMES)}) or a Hugging Face id in the local cache ({first})") from None

@@ -41,7 +41,7 @@ from transformers.utils import logging as hf_logging
 from tasb_ray.errors import ConfigError
 from tasb_ray.models.batching import length_sorted_batches
 from tasb_ray.models.encoder import _model_file as find  # local dir or the hub cache, offline-safe
-from tasb_ray.models.registry import resolve_model
+from tasb_ray.models.registry import loading_model, resolve_model
 from tasb_ray.teachers._neural import autocast, pick_device
 from tasb_ray.teachers.base import Teacher, factorize
 
@@ -113,9 +113,10 @@ class ColBERTTeacher(Teacher):
                  device: str | None = None, passage_chunk: int = 512):
         hf_logging.disable_progress_bar()
         self.model_name = resolve_model(model)
-        config = AutoConfig.from_pretrained(self.model_name)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-        state = load_state_dict(self.model_name)
+        with loading_model(str(model)):
+            config = AutoConfig.from_pretrained(self.model_name)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+            state = load_state_dict(self.model_name)
         weight = state.pop(LINEAR_KEY, None)
         bias = state.pop("linear.bias", None)
         if projection is not None:

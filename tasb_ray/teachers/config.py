@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from tasb_ray.config import check_range
 from tasb_ray.errors import ConfigError
 
 KINDS = ("cross-encoder", "colbert", "bi-encoder", "bm25", "ensemble", "file")
@@ -109,6 +110,9 @@ class TeacherConfig:
             raise ConfigError(f"'batch_size' must be >= 1, got {self.batch_size}")
         if self.k1 < 0 or not 0 <= self.b <= 1:
             raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1}, b={self.b}")
+        # NaN passes every comparison above; a NaN or infinite weight would poison an ensemble's scores.
+        for name in ("weight", "k1", "b"):
+            check_range(name, getattr(self, name))
         self.components = [c if isinstance(c, TeacherConfig) else TeacherConfig.from_dict(c)
                            for c in self.components]
 

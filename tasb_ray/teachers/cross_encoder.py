@@ -21,7 +21,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from tasb_ray.models.batching import length_sorted_batches
-from tasb_ray.models.registry import resolve_model
+from tasb_ray.models.registry import loading_model, resolve_model
 from tasb_ray.teachers._neural import autocast, pick_device
 from tasb_ray.teachers.base import Teacher
 
@@ -51,8 +51,9 @@ class CrossEncoderTeacher(Teacher):
                  batch_size: int = 32, device: str | None = None):
         hf_logging.disable_progress_bar()
         self.model_name = resolve_model(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.model_name)
+        with loading_model(str(model)):
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+            self.model = AutoModelForSequenceClassification.from_pretrained(self.model_name)
         self.device = pick_device(device)
         self.model.to(self.device).eval()
         self.max_query_len = max_query_len
