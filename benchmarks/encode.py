@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe_machine
 
 HERE = Path(__file__).resolve().parent
 
@@ -277,37 +277,13 @@ def memory(args) -> list[dict]:
 # --- report ------------------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = _status_kib_total()
-    return f"{platform.node() or 'host'}: {os.cpu_count()} cores ({cpu}), {mem / 2**20:.0f} GiB RAM, " \
-           f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-
-
-def _status_kib_total() -> int:
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def report(args, tp: dict | None, mem: list[dict] | None, load_before, load_after) -> str:
     import ray
     import torch
 
     lines = ["# Corpus encoding: Ray Data `encode_corpus` vs sentence-transformers, and memory", "",
              f"Command: `{' '.join(shlex.quote(a) for a in ['python'] + sys.argv)}`  ",
-             f"Machine: {machine()}  ",
+             f"Machine: {describe_machine(gpu=None)}  ",
              f"Versions: ray {ray.__version__}, torch {torch.__version__}  ",
              f"Load average (1/5/15 min) before: {' / '.join(f'{x:.2f}' for x in load_before)}, after: "
              f"{' / '.join(f'{x:.2f}' for x in load_after)}", ""]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -32,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import describe_machine
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -110,20 +110,6 @@ def _run(reader: str, path: Path) -> dict:
     return res
 
 
-def _machine() -> str:
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    return f"{platform.node() or 'host'}: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, no GPU, " \
-           f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lines", type=int, default=4_000_000, help="teacher lines to generate (default 4,000,000)")
@@ -188,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Teacher-file ingestion: bare pyarrow vs tasb-ray (issue 13)", "",
         f"Command: `{cmd}`  ",
-        f"Machine: {_machine()}  ",
+        f"Machine: {describe_machine()}  ",
         f"Versions: pyarrow {pyarrow.__version__}, pandas {__import__('pandas').__version__}  ",
         f"Load average (1/5/15 min) before: {' / '.join(f'{x:.2f}' for x in load_before)}, after: "
         f"{' / '.join(f'{x:.2f}' for x in load_after)} (a shared machine: other work ran alongside)", "",

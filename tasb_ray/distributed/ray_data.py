@@ -106,30 +106,6 @@ class EncodeInput:
         return ds.select_columns([ROW, self.id_column, TEXT]).repartition(target_num_rows_per_block=block_rows)
 
 
-def _corpus_input(ds, shared_fs: bool) -> EncodeInput:
-    path = Path(ds.corpus_path).resolve()
-    schema = pq.read_schema(path)
-    if ROW not in schema.names:
-        raise TasbRayError(f"{path}: prepared corpus has no '{ROW}' column (an older cache format); "
-                           "re-run 'tasb-ray prepare-data' to rebuild it")
-    rows = pq.read_metadata(path).num_rows
-    identity = {"name": ds.name, "table": "corpus.parquet", "sha256": ds.table_sha256("corpus.parquet"),
-                "rows": int(rows)}
-    return EncodeInput("passage", DOC_ID, int(rows), identity, parquet=path, shared_fs=shared_fs)
-
-
-def _queries_input(ds, split: str | None) -> EncodeInput:
-    q = ds.queries(split)[[QUERY_ID, TEXT]].reset_index(drop=True)
-    q[QUERY_ID] = q[QUERY_ID].astype(str)
-    q[ROW] = np.arange(len(q), dtype=np.int64)
-    h = hashlib.sha256()
-    for qid, text in zip(q[QUERY_ID], q[TEXT]):
-        h.update(f"{qid}\t{text}\n".encode())
-    identity = {"name": ds.name, "table": "queries.parquet", "split": split, "sha256": h.hexdigest(),
-                "rows": len(q)}
-    return EncodeInput("query", QUERY_ID, len(q), identity, frame=q)
-
-
 def corpus_input(ds, shared_fs: bool) -> EncodeInput:
     path = Path(ds.corpus_path).resolve()
     schema = pq.read_schema(path)
