@@ -221,7 +221,7 @@ def test_training_config_names_irds_splits(fake_irds_splits, tmp_path):
     from tasb_ray.config import from_dict, to_dict
     from tasb_ray.errors import ConfigError
     from tasb_ray.training.config import TrainingConfig
-    from tasb_ray.training.run import open_data
+    from tasb_ray.pipeline.run import open_data
 
     data = {"irds_splits": {"train": "irds:fake/train/judged", "dev": "irds:fake/dev/small", "test": "fake/test"},
             "cache_dir": str(tmp_path / "cache")}
