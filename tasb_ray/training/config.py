@@ -12,6 +12,7 @@ from tasb_ray.teachers.config import TeacherConfig
 from tasb_ray.training.sampling import SamplerConfig
 
 DEFAULT_DATASET = "scifact"
+TEACHER_FILE = "teacher-file"
 
 
 @dataclass
@@ -49,7 +50,11 @@ class DataConfig:
 
 @dataclass
 class CandidatesConfig:
-    """First-stage candidates that supply the negatives of each training query."""
+    """First-stage candidates that supply the negatives of each training query.
+
+    ``sources: [teacher-file]`` takes the triples and scores of the pairwise teacher's file as they are (the paper's
+    MS MARCO setting: the authors' file, no retrieval); the other fields are then unused.
+    """
 
     sources: list[str] = field(default_factory=lambda: ["bm25"])
     depth: int = 100
@@ -57,10 +62,17 @@ class CandidatesConfig:
     max_positives: int | None = None
     seed: int = 0
 
+    @property
+    def from_teacher_file(self) -> bool:
+        return self.sources == [TEACHER_FILE]
+
     def __post_init__(self):
+        if self.sources == [TEACHER_FILE]:
+            return
         bad = [s for s in self.sources if s not in ("bm25", "dense")]
         if bad or not self.sources:
-            raise ConfigError(f"sources: expected a non-empty list of bm25/dense, got {self.sources}")
+            raise ConfigError(f"sources: expected a non-empty list of bm25/dense, or [{TEACHER_FILE}] alone, "
+                              f"got {self.sources}")
         if self.depth < 1 or self.negatives_per_query < 1:
             raise ConfigError("depth and negatives_per_query must be >= 1")
 
@@ -171,6 +183,9 @@ class TrainingConfig:
     def __post_init__(self):
         if self.alpha < 0:
             raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
+        if self.candidates.from_teacher_file and self.teachers.pairwise.kind != "file":
+            raise ConfigError(f"candidates.sources [{TEACHER_FILE}] needs teachers.pairwise of kind 'file' "
+                              f"(its path is the triples file), not {self.teachers.pairwise.kind!r}")
         if uses_inbatch(self.alpha) and self.teachers.inbatch is None:
             raise ConfigError("alpha > 0 needs teachers.inbatch")
         if self.sampler.seed not in (0, self.seed):
