@@ -16,8 +16,10 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from tasb_ray.data import beir, irds, trec
+from tasb_ray.data import beir, irds, msmarco
 from tasb_ray.data.splits import carve_dev
 from tasb_ray.errors import DataFormatError, TasbRayError
 from tasb_ray.fileio import atomic_dir, sha256_file, write_json
@@ -142,27 +144,6 @@ def _load_source(src: Source) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.
         splits = beir.beir_splits(root)
         return (beir.read_corpus_jsonl(root / "corpus.jsonl"), beir.read_queries_jsonl(root / "queries.jsonl"),
                 {s: beir.read_qrels_tsv(p) for s, p in splits.items()}, {s: str(p) for s, p in splits.items()})
-    if src.kind == "msmarco":
-        corpus = trec.read_collection_tsv(root / "collection.tsv")
-        query_frames, qrels, origin = [], {}, {}
-        for p in sorted(root.glob("queries.*.tsv")):
-            query_frames.append(trec.read_queries_tsv(p))
-        for p in sorted(root.glob("qrels.*")):
-            if p.suffix in (".tsv", ".txt"):
-                split = msmarco_split(p)
-                if split in origin:
-                    raise DataFormatError(p, f"split {split!r} already read from {Path(origin[split]).name}; "
-                                             "keep one qrels file per split in the directory")
-                qrels[split] = trec.read_trec_qrels(p)
-                origin[split] = str(p)
-        if not query_frames:
-            raise DataFormatError(root, "no queries.<split>.tsv file")
-        queries = pd.concat(query_frames, ignore_index=True)
-        dup = queries[QUERY_ID].duplicated()
-        if dup.any():
-            qid = queries[QUERY_ID][dup].iloc[0]
-            raise DataFormatError(root, f"query id {qid!r} appears in more than one queries.*.tsv file")
-        return corpus, queries, qrels, origin
     if irds.is_split_spec(src.location):
         ids = irds.parse_split_spec(src.location)
         corpus, queries, qrels = irds.load_splits(ids)
@@ -171,11 +152,57 @@ def _load_source(src: Source) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.
     return corpus, queries, qrels, {s: f"irds:{src.location}" for s in qrels}
 
 
-def _check_references(qrels: pd.DataFrame, path: str, queries: pd.DataFrame, corpus: pd.DataFrame) -> None:
+def _load_msmarco(root: Path, corpus_out: Path) -> tuple[pa.ChunkedArray, pd.DataFrame, dict[str, pd.DataFrame],
+                                                       dict[str, str]]:
+    """Writes ``corpus.parquet`` while reading (8.8M passages are never held at once); returns the corpus ids,
+    queries, qrels by split and the file each split came from."""
+    corpus_ids = msmarco.write_collection_parquet(root / "collection.tsv", corpus_out, ROW_GROUP_ROWS)
+    qrels, origin = {}, {}
+    for p in sorted(root.glob("qrels.*")):
+        if p.suffix in (".tsv", ".txt"):
+            split = msmarco_split(p)
+            if split in origin:
+                raise DataFormatError(p, f"split {split!r} already read from {Path(origin[split]).name}; "
+                                         "keep one qrels file per split in the directory")
+            qrels[split] = msmarco.read_qrels_frame(p)
+            origin[split] = str(p)
+    return corpus_ids, _msmarco_queries(root), qrels, origin
+
+
+def _msmarco_queries(root: Path) -> pd.DataFrame:
+    """Every ``queries.*.tsv``, a query read once where several files hold it with the same text.
+
+    MS MARCO ships subsets beside their sets (``queries.dev.small.tsv`` in ``queries.dev.tsv``, the same for eval);
+    one id with two different texts is an error naming both places.
+    """
+    files = sorted(root.glob("queries.*.tsv"))
+    if not files:
+        raise DataFormatError(root, "no queries.<split>.tsv file")
+    frames = [msmarco.read_queries_frame(p).assign(_file=i) for i, p in enumerate(files)]
+    queries = pd.concat(frames, ignore_index=True).drop_duplicates([QUERY_ID, TEXT]).reset_index(drop=True)
+    dup = queries[QUERY_ID].duplicated()
+    if dup.any():
+        second = queries[dup].iloc[0]
+        qid = second[QUERY_ID]
+        first = queries[queries[QUERY_ID] == qid].iloc[0]
+        a, b = files[first["_file"]], files[second["_file"]]
+        line_a, line_b = msmarco.line_of_id(a, qid)[0], msmarco.line_of_id(b, qid)[0]
+        raise DataFormatError(b, f"query id {qid!r} appears in more than one queries.*.tsv file with different "
+                                 f"text (first at {a}:{line_a})", line=line_b)
+    return queries.drop(columns="_file")
+
+
+def _id_set(ids) -> pa.Array:
+    if isinstance(ids, pa.ChunkedArray):
+        return ids.combine_chunks()
+    return pa.array(np.asarray(ids, dtype=object), pa.string())
+
+
+def _check_references(qrels: pd.DataFrame, path: str, query_ids: pa.Array, corpus_ids: pa.Array) -> None:
     if qrels.empty:
         raise DataFormatError(path, "split has no judgements (empty split)")
-    for col, table, what in ((QUERY_ID, queries, "query"), (DOC_ID, corpus, "document")):
-        known = qrels[col].isin(set(table[col]))
+    for col, ids, what in ((QUERY_ID, query_ids, "query"), (DOC_ID, corpus_ids, "document")):
+        known = pd.Series(pc.is_in(_id_set(qrels[col]), value_set=ids).to_numpy(zero_copy_only=False))
         if not known.all():
             i = int((~known).to_numpy().argmax())
             bad = qrels[col].iloc[i]
@@ -317,11 +344,26 @@ def prepare_dataset(dataset: str, cache_dir: str | os.PathLike | None = None, op
             return ds
         log(f"rebuilding {root}: {reason}")
 
-    corpus, queries, qrels, origin = _load_source(src)
-    if corpus.empty:
+    with atomic_dir(root) as tmp:
+        manifest = _convert(src, opts, tmp)
+    log(f"prepared {src.name}: {manifest['counts']['corpus']} passages, {manifest['counts']['queries']} queries, "
+        "splits " + ", ".join(f"{s}={v['queries']}q/{v['qrels']}j" for s, v in manifest["counts"]["splits"].items()))
+    return PreparedDataset.open(root)
+
+
+def _convert(src: Source, opts: PrepareOptions, tmp: Path) -> dict:
+    """Read, validate and write the cache tables into ``tmp``; returns the manifest (written last)."""
+    corpus = None
+    if src.kind == "msmarco":
+        corpus_ids, queries, qrels, origin = _load_msmarco(Path(src.location), tmp / "corpus.parquet")
+    else:
+        corpus, queries, qrels, origin = _load_source(src)
+        corpus_ids = _id_set(corpus[DOC_ID])
+    if not len(corpus_ids):
         raise DataFormatError(origin.get("corpus", src.location), "corpus is empty")
+    query_ids, corpus_ids = _id_set(queries[QUERY_ID]), _id_set(corpus_ids)
     for split, table in qrels.items():
-        _check_references(table, origin[split], queries, corpus)
+        _check_references(table, origin[split], query_ids, corpus_ids)
     if not qrels:
         raise TasbRayError(f"{src.location}: no qrels found (no splits)")
 
@@ -360,24 +402,22 @@ def prepare_dataset(dataset: str, cache_dir: str | os.PathLike | None = None, op
         "dropped": dropped,
         "passage_text": "title + ' ' + text where a title exists",
         "counts": {
-            "corpus": len(corpus),
+            "corpus": len(corpus_ids),
             "queries": len(queries),
             "splits": {s: {"queries": int(t[QUERY_ID].nunique()), "qrels": len(t)} for s, t in sorted(qrels.items())},
         },
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    corpus = corpus.reset_index(drop=True)
-    corpus[ROW] = np.arange(len(corpus), dtype=np.int64)
-    with atomic_dir(root) as tmp:
+    if corpus is not None:
+        corpus = corpus.reset_index(drop=True)
+        corpus[ROW] = np.arange(len(corpus), dtype=np.int64)
         # Row groups bound what one reader holds and let Ray Data read (and skip, by ``row``) in parallel.
         corpus.to_parquet(tmp / "corpus.parquet", index=False, row_group_size=ROW_GROUP_ROWS)
-        queries.to_parquet(tmp / "queries.parquet", index=False)
-        (tmp / "qrels").mkdir()
-        for split, table in qrels.items():
-            table.to_parquet(tmp / "qrels" / f"{split}.parquet", index=False)
-        manifest["tables"] = {name: {"sha256": sha256_file(tmp / name)} for name in ("corpus.parquet", "queries.parquet")}
-        # The manifest is written last: its presence is what marks a cache complete.
-        write_json(tmp / MANIFEST, manifest)
-    log(f"prepared {src.name}: {len(corpus)} passages, {len(queries)} queries, splits "
-        + ", ".join(f"{s}={v['queries']}q/{v['qrels']}j" for s, v in manifest["counts"]["splits"].items()))
-    return PreparedDataset.open(root)
+    queries.to_parquet(tmp / "queries.parquet", index=False)
+    (tmp / "qrels").mkdir()
+    for split, table in qrels.items():
+        table.to_parquet(tmp / "qrels" / f"{split}.parquet", index=False)
+    manifest["tables"] = {name: {"sha256": sha256_file(tmp / name)} for name in ("corpus.parquet", "queries.parquet")}
+    # The manifest is written last: its presence is what marks a cache complete.
+    write_json(tmp / MANIFEST, manifest)
+    return manifest

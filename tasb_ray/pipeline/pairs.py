@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from tasb_ray.config import to_dict
 from tasb_ray.data import PreparedDataset
 from tasb_ray.distributed.options import RayOptions
@@ -13,6 +15,7 @@ from tasb_ray.pipeline.cache import cached_stage, dataset_identity
 from tasb_ray.pipeline.context import ray_scope, student_encoder, work_dir
 from tasb_ray.pipeline.scoring import score_pairs_ray
 from tasb_ray.pipeline.teacher_vectors import attach_teacher_vectors, ensure_teacher_vectors
+from tasb_ray.schema import DOC_ID, QUERY_ID
 from tasb_ray.teachers import TeacherConfig, build_teacher
 from tasb_ray.training.candidates import first_stage_candidates, write_candidates
 from tasb_ray.training.config import TrainingConfig
@@ -25,6 +28,7 @@ from tasb_ray.training.pairs import (
     unique_pairs,
     write_pairs,
 )
+from tasb_ray.training.teacher_pairs import pairs_from_teacher_file, row_pair_stats, write_row_pairs
 
 
 def teacher_file_contents(teacher: TeacherConfig) -> dict[str, str]:
@@ -57,6 +61,8 @@ def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
         require_cached: raise :class:`TasbRayError` naming the stage instead of building it.
         ray: how the Ray pipelines run (actor pool, cluster address); default :class:`RayOptions`.
     """
+    if cfg.candidates.from_teacher_file:
+        return _teacher_file_pairs_stage(cfg, ds, require_cached)
     ray = ray or RayOptions()
     c = cfg.candidates
     # The key must stay exactly this: existing pairs stages (SciFact's took 13 min) stay valid.
@@ -96,3 +102,22 @@ def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
 
     return cached_stage(work_dir(cfg), "pairs", inputs, build, require_cached=require_cached)
 
+
+def _teacher_file_pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, require_cached: bool) -> tuple[Path, dict]:
+    """The pairwise teacher file's own triples and scores, ids as rows of the dataset's tables
+    (:mod:`tasb_ray.training.teacher_pairs`): ``pairs.parquet`` of ``q_row, pos_row, neg_row, pos_score, neg_score``."""
+    path = Path(cfg.teachers.pairwise.path)
+    if not path.is_file():
+        raise TasbRayError(f"{path}: teacher file not found (teachers.pairwise.path)")
+    inputs = {"data": dataset_identity(ds.manifest), "split": cfg.data.train_split,
+              "candidates": to_dict(cfg.candidates), "teacher_file": content_sha256(path), "ids": "rows"}
+
+    def build(tmp: Path) -> dict:
+        query_ids = pq.read_table(ds.root / "queries.parquet", columns=[QUERY_ID])[QUERY_ID]
+        corpus_ids = pq.read_table(ds.corpus_path, columns=[DOC_ID])[DOC_ID]
+        train_qids = ds.qrels(cfg.data.train_split)[QUERY_ID].unique()
+        table, counts = pairs_from_teacher_file(path, query_ids, corpus_ids, train_qids)
+        write_row_pairs(tmp / "pairs.parquet", table)
+        return {"ids": "rows", "teacher_file": counts, "pairs": row_pair_stats(table)}
+
+    return cached_stage(work_dir(cfg), "pairs", inputs, build, require_cached=require_cached)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from tasb_ray.config import to_dict
 from tasb_ray.data import PreparedDataset
@@ -30,6 +31,8 @@ from tasb_ray.teachers import build_teacher
 from tasb_ray.training.clusters import read_clusters
 from tasb_ray.training.config import TrainingConfig
 from tasb_ray.training.pairs import read_pairs
+from tasb_ray.training.sampling import PairIds
+from tasb_ray.training.teacher_pairs import read_row_pairs
 from tasb_ray.training.trainer import BEST, EvalData, Reporter, TrainData, Trainer, load_weights
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,24 @@ def _shared_stages(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool, ray:
     return stages
 
 
+def train_data(cfg: TrainingConfig, ds: PreparedDataset, pairs_dir: Path, clusters: pd.DataFrame | None) -> TrainData:
+    """The trainer's pairs and texts. Row-coded pairs (the teacher-file source) keep ids and texts as Arrow columns
+    of the dataset's own tables, looked up by row; string pairs get dicts keyed by id."""
+    if cfg.candidates.from_teacher_file:
+        t = read_row_pairs(pairs_dir / "pairs.parquet")
+        pairs = pd.DataFrame({"qid": t["q_row"].to_numpy(), "pos_pid": t["pos_row"].to_numpy(),
+                              "neg_pid": t["neg_row"].to_numpy(), "pos_score": t["pos_score"].to_numpy(),
+                              "neg_score": t["neg_score"].to_numpy()})
+        queries = pq.read_table(ds.root / "queries.parquet", columns=[QUERY_ID, TEXT])
+        corpus = pq.read_table(ds.corpus_path, columns=[DOC_ID, TEXT])
+        return TrainData(pairs, queries[TEXT], corpus[TEXT], clusters,
+                         ids=PairIds(queries[QUERY_ID], corpus[DOC_ID]))
+    queries = ds.queries(cfg.data.train_split)
+    corpus = ds.corpus()
+    return TrainData(read_pairs(pairs_dir / "pairs.parquet"), dict(zip(queries[QUERY_ID], queries[TEXT])),
+                     dict(zip(corpus[DOC_ID], corpus[TEXT])), clusters)
+
+
 def eval_data(ds: PreparedDataset, split: str, corpus: pd.DataFrame) -> EvalData:
     return EvalData(split, corpus, ds.queries(split), ds.qrels(split))
 
@@ -138,9 +159,7 @@ def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume
         clusters = read_clusters(clusters_dir / "clusters.parquet")
 
     corpus = ds.corpus()
-    queries = ds.queries(cfg.data.train_split)
-    data = TrainData(read_pairs(pairs_dir / "pairs.parquet"), dict(zip(queries[QUERY_ID], queries[TEXT])),
-                     dict(zip(corpus[DOC_ID], corpus[TEXT])), clusters)
+    data = train_data(cfg, ds, pairs_dir, clusters)
     teacher = None
     if uses_inbatch(cfg.alpha):
         # Vectors from the shared stage: the trainer's precompute then finds every training text already encoded.

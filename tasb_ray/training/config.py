@@ -13,6 +13,7 @@ from tasb_ray.teachers.config import TeacherConfig
 from tasb_ray.training.sampling import SamplerConfig
 
 DEFAULT_DATASET = "scifact"
+TEACHER_FILE = "teacher-file"
 
 
 @dataclass
@@ -54,7 +55,11 @@ class DataConfig:
 
 @dataclass
 class CandidatesConfig:
-    """First-stage candidates that supply the negatives of each training query."""
+    """First-stage candidates that supply the negatives of each training query.
+
+    ``sources: [teacher-file]`` takes the triples and scores of the pairwise teacher's file as they are (the paper's
+    MS MARCO setting: the authors' file, no retrieval); the other fields are then unused.
+    """
 
     sources: list[str] = field(default_factory=lambda: ["bm25"])
     depth: int = 100
@@ -62,10 +67,17 @@ class CandidatesConfig:
     max_positives: int | None = None
     seed: int = 0
 
+    @property
+    def from_teacher_file(self) -> bool:
+        return self.sources == [TEACHER_FILE]
+
     def __post_init__(self):
+        if self.sources == [TEACHER_FILE]:
+            return
         bad = [s for s in self.sources if s not in ("bm25", "dense")]
         if bad or not self.sources:
-            raise ConfigError(f"sources: expected a non-empty list of bm25/dense, got {self.sources}")
+            raise ConfigError(f"sources: expected a non-empty list of bm25/dense, or [{TEACHER_FILE}] alone, "
+                              f"got {self.sources}")
         check_range("depth", self.depth, 1, integer=True)
         check_range("negatives_per_query", self.negatives_per_query, 1, integer=True)
         check_range("max_positives", self.max_positives, 1, integer=True, allow_none=True)
@@ -204,6 +216,9 @@ class TrainingConfig:
     def __post_init__(self):
         check_range("alpha", self.alpha, 0)
         check_range("seed", self.seed, 0, integer=True)
+        if self.candidates.from_teacher_file and self.teachers.pairwise.kind != "file":
+            raise ConfigError(f"candidates.sources [{TEACHER_FILE}] needs teachers.pairwise of kind 'file' "
+                              f"(its path is the triples file), not {self.teachers.pairwise.kind!r}")
         if uses_inbatch(self.alpha) and self.teachers.inbatch is None:
             raise ConfigError("alpha > 0 needs teachers.inbatch")
         if self.sampler.seed not in (0, self.seed):

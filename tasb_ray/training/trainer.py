@@ -7,7 +7,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,8 @@ from tasb_ray.losses import TasbLoss
 from tasb_ray.losses.combined import uses_inbatch
 from tasb_ray.models.encoder import BertDot, pick_device
 from tasb_ray.training.config import TrainingConfig
-from tasb_ray.training.sampling import Batch, BatchSampler, build_plan, plan_hash, write_plan
+from tasb_ray.training.sampling import Batch, BatchSampler, PairIds, build_plan, plan_hash, write_plan
+from tasb_ray.training.sampling.sampler import take_ids
 
 CHECKPOINT = "checkpoint"
 BEST = "best"
@@ -36,12 +37,41 @@ HISTORY = "metrics.jsonl"
 
 @dataclass
 class TrainData:
-    """Scored pairs (qid, pos_pid, neg_pid, pos_score, neg_score), clusters (qid, cluster) and the texts."""
+    """Scored pairs (qid, pos_pid, neg_pid, pos_score, neg_score), clusters (qid, cluster) and the texts.
+
+    With ``ids`` the pairs' id columns are rows of ``ids``' tables and the texts are columns aligned with them (Arrow
+    or NumPy), looked up by row; otherwise ids are strings and the texts dicts keyed by them.
+    """
 
     pairs: pd.DataFrame
-    query_text: dict[str, str]
-    passage_text: dict[str, str]
+    query_text: Mapping[str, str] | Any
+    passage_text: Mapping[str, str] | Any
     clusters: pd.DataFrame | None = None
+    ids: PairIds | None = None
+
+    def batch_texts(self, batch: Batch) -> tuple[list[str], list[str]]:
+        """(query texts, [positive; negative] passage texts) of a batch."""
+        if self.ids is not None:
+            rows = np.concatenate([batch.pos_rows, batch.neg_rows])
+            return take_ids(self.query_text, batch.query_rows).tolist(), take_ids(self.passage_text, rows).tolist()
+        return ([self.query_text[q] for q in batch.qids],
+                [self.passage_text[p] for p in batch.pos_pids + batch.neg_pids])
+
+    def training_texts(self) -> tuple[list[str], list[str], list[str], list[str]]:
+        """(qids, query texts, pids, passage texts) of every query and passage the pairs use, each sorted by id."""
+        if self.ids is None:
+            qids = sorted(set(self.pairs["qid"]))
+            pids = sorted(set(self.pairs["pos_pid"]) | set(self.pairs["neg_pid"]))
+            return (qids, [self.query_text[q] for q in qids], pids, [self.passage_text[p] for p in pids])
+        out = []
+        for rows, table, texts in ((np.unique(self.pairs["qid"].to_numpy()), self.ids.queries, self.query_text),
+                                   (np.unique(np.concatenate([self.pairs["pos_pid"].to_numpy(),
+                                                              self.pairs["neg_pid"].to_numpy()])),
+                                    self.ids.passages, self.passage_text)):
+            names = take_ids(table, rows)
+            order = np.argsort(names, kind="stable")
+            out += [names[order].tolist(), take_ids(texts, rows[order]).tolist()]
+        return tuple(out)
 
 
 @dataclass
@@ -131,7 +161,7 @@ class Trainer:
             raise TasbRayError("alpha > 0 needs an in-batch teacher")
         self.device = pick_device(cfg.device)
         clusters = data.clusters if cfg.sampler.uses_clusters else None
-        self.sampler = BatchSampler(data.pairs, cfg.sampler, clusters)
+        self.sampler = BatchSampler(data.pairs, cfg.sampler, clusters, ids=data.ids)
         self.steps = total_steps(cfg, self.sampler.batches_per_epoch)
         self.loss_fn = TasbLoss(cfg.alpha)
 
@@ -168,9 +198,8 @@ class Trainer:
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def batch_loss(self, batch: Batch):
-        q_texts = [self.data.query_text[q] for q in batch.qids]
+        q_texts, p_texts = self.data.batch_texts(batch)
         pids = batch.pos_pids + batch.neg_pids
-        p_texts = [self.data.passage_text[p] for p in pids]
         b = len(batch)
         scale = self.cfg.student.score_scale
         with self._autocast():
@@ -312,10 +341,9 @@ class Trainer:
         precompute = getattr(self.teacher, "precompute", None)
         if precompute is not None:
             # Encode every training text once, length-sorted, instead of a few per step.
-            qids = sorted(set(self.data.pairs["qid"]))
-            precompute(qids, [self.data.query_text[q] for q in qids], "query")
-            pids = sorted(set(self.data.pairs["pos_pid"]) | set(self.data.pairs["neg_pid"]))
-            precompute(pids, [self.data.passage_text[p] for p in pids], "passage")
+            qids, q_texts, pids, p_texts = self.data.training_texts()
+            precompute(qids, q_texts, "query")
+            precompute(pids, p_texts, "passage")
         if resume and (self.out / CHECKPOINT / STATE).is_file():
             self.load_checkpoint(self.out / CHECKPOINT)
         elif (self.out / HISTORY).exists():

@@ -2,7 +2,7 @@
 
 from tasb_ray.training.sampling.config import PAIR_STRATEGIES, SAMPLINGS, Composition, PairStrategy, SamplerConfig
 from tasb_ray.training.sampling.plan import PLAN_COLUMNS, build_plan, plan_hash, read_plan, write_plan
-from tasb_ray.training.sampling.sampler import Batch, BatchSampler, ClusterAssignment
+from tasb_ray.training.sampling.sampler import Batch, BatchSampler, ClusterAssignment, PairIds
 
 __all__ = ["Batch", "BatchSampler", "ClusterAssignment", "Composition", "PAIR_STRATEGIES", "PLAN_COLUMNS",
-           "PairStrategy", "SAMPLINGS", "SamplerConfig", "build_plan", "plan_hash", "read_plan", "write_plan"]
+           "PairIds", "PairStrategy", "SAMPLINGS", "SamplerConfig", "build_plan", "plan_hash", "read_plan", "write_plan"]

@@ -30,12 +30,9 @@ def build_plan(sampler: BatchSampler, num_batches: int) -> pd.DataFrame:
         chunks.append(idx)
         sizes.append(len(idx))
     idx = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
-    return pd.DataFrame({
-        "batch": np.repeat(np.arange(num_batches, dtype=np.int64), sizes),
-        "qid": sampler._qids[sampler._pair_query[idx]],
-        "pos_pid": sampler._pos_pid[idx],
-        "neg_pid": sampler._neg_pid[idx],
-    })
+    qid, pos_pid, neg_pid = sampler.external_ids(idx)
+    return pd.DataFrame({"batch": np.repeat(np.arange(num_batches, dtype=np.int64), sizes),
+                         "qid": qid, "pos_pid": pos_pid, "neg_pid": neg_pid})
 
 
 def _check_plan(df: pd.DataFrame) -> None:

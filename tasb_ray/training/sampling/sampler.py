@@ -37,6 +37,7 @@ from typing import Any, Union
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from tasb_ray.errors import ConfigError
 from tasb_ray.schema import PAIRS_COLUMNS
@@ -65,6 +66,11 @@ class Batch:
     neg_scores: np.ndarray
     clusters: list[int] | None
     topped_up: bool
+    # With a row-coded pairs table (:class:`PairIds`): the rows of the batch's queries and passages in the id tables,
+    # so texts are looked up by position rather than by string.
+    query_rows: np.ndarray | None = None
+    pos_rows: np.ndarray | None = None
+    neg_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.qids)
@@ -73,6 +79,34 @@ class Batch:
     def used_clusters(self) -> list[int]:
         """Distinct clusters in order of first use (the drawn cluster first, then top-up clusters)."""
         return list(dict.fromkeys(self.clusters)) if self.clusters is not None else []
+
+
+@dataclass(frozen=True)
+class PairIds:
+    """The id tables of a pairs table whose ``qid``, ``pos_pid``, ``neg_pid`` columns hold integer rows of them
+    (e.g. a prepared dataset's ``queries.parquet`` and ``corpus.parquet`` id columns): Arrow or NumPy arrays."""
+
+    queries: Any
+    passages: Any
+
+
+def take_ids(table, rows: np.ndarray) -> np.ndarray:
+    """``table[rows]`` as an object array of strings, for an Arrow or NumPy id (or text) table: the edge where
+    strings are materialised (a batch, a plan)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if isinstance(table, pa.ChunkedArray):
+        # ChunkedArray.take concatenates every chunk first (GBs for a corpus' texts): take from each chunk instead.
+        ends = np.cumsum([len(c) for c in table.chunks])
+        chunk = np.searchsorted(ends, rows, side="right")
+        out = np.empty(len(rows), dtype=object)
+        for c in np.unique(chunk):
+            sel = np.flatnonzero(chunk == c)
+            local = rows[sel] - (ends[c - 1] if c else 0)
+            out[sel] = table.chunk(int(c)).take(pa.array(local)).to_numpy(zero_copy_only=False)
+        return out
+    if isinstance(table, pa.Array):
+        return np.asarray(table.take(pa.array(rows)).to_numpy(zero_copy_only=False), dtype=object)
+    return np.asarray(table, dtype=object)[rows]
 
 
 @dataclass(frozen=True)
@@ -119,7 +153,7 @@ class BatchSampler(Iterator[Batch]):
     """
 
     def __init__(self, pairs: pd.DataFrame, config: SamplerConfig | None = None,
-                 clusters: ClusterAssignment | None = None) -> None:
+                 clusters: ClusterAssignment | None = None, ids: PairIds | None = None) -> None:
         self.config = config if config is not None else SamplerConfig()
         missing = [c for c in PAIRS_COLUMNS if c not in pairs.columns]
         if missing:
@@ -127,13 +161,33 @@ class BatchSampler(Iterator[Batch]):
         if len(pairs) == 0:
             raise ConfigError("pairs table is empty: no training pairs to sample from")
 
-        # Sorting by qid (stable) makes the plan independent of the order of queries in the input file.
-        q_codes, qids = pd.factorize(pairs["qid"].astype(str), sort=True)
+        # Sorting by the external qid (stable) makes the plan independent of the order of queries in the input, and
+        # the same for a string table and its row-coded form. Internally every id is an integer code; strings are
+        # only made for a batch or a plan (40M pairs as Python strings would be GBs).
+        if ids is None:
+            q_codes, qids = pd.factorize(pairs["qid"].astype(str), sort=True)
+            self._qids = np.asarray(qids, dtype=object)
+            self._query_row = None
+            n = len(pairs)
+            p_codes, p_table = pd.factorize(np.concatenate([pairs["pos_pid"].astype(str).to_numpy(dtype=object),
+                                                            pairs["neg_pid"].astype(str).to_numpy(dtype=object)]))
+            self._pid_table = np.asarray(p_table, dtype=object)
+            pos_code, neg_code = p_codes[:n], p_codes[n:]
+        else:
+            rows, q_codes = np.unique(pairs["qid"].to_numpy(dtype=np.int64), return_inverse=True)
+            names = take_ids(ids.queries, rows)
+            by_name = np.argsort(names, kind="stable")
+            rank = np.empty_like(by_name)
+            rank[by_name] = np.arange(len(by_name))
+            q_codes = rank[q_codes]
+            self._qids, self._query_row = names[by_name], rows[by_name]
+            self._pid_table = ids.passages
+            pos_code = pairs["pos_pid"].to_numpy(dtype=np.int64)
+            neg_code = pairs["neg_pid"].to_numpy(dtype=np.int64)
         order = np.argsort(q_codes, kind="stable")
-        self._qids = np.asarray(qids, dtype=object)
         self._pair_query = q_codes[order].astype(np.int64)
-        self._pos_pid = pairs["pos_pid"].astype(str).to_numpy(dtype=object)[order]
-        self._neg_pid = pairs["neg_pid"].astype(str).to_numpy(dtype=object)[order]
+        self._pos_code = pos_code[order]
+        self._neg_code = neg_code[order]
         self._pos_score = pairs["pos_score"].to_numpy(dtype=np.float64)[order]
         self._neg_score = pairs["neg_score"].to_numpy(dtype=np.float64)[order]
         margins = self._pos_score - self._neg_score
@@ -254,15 +308,25 @@ class BatchSampler(Iterator[Batch]):
     def __next__(self) -> Batch:
         idx, topped = self._next_indices()
         q = self._pair_query[idx]
+        qids, pos, neg = self.external_ids(idx)
+        coded = self._query_row is not None
         return Batch(
-            qids=self._qids[q].tolist(),
-            pos_pids=self._pos_pid[idx].tolist(),
-            neg_pids=self._neg_pid[idx].tolist(),
+            qids=qids.tolist(),
+            pos_pids=pos.tolist(),
+            neg_pids=neg.tolist(),
             pos_scores=self._pos_score[idx],
             neg_scores=self._neg_score[idx],
             clusters=self._query_cluster[q].tolist() if self._query_cluster is not None else None,
             topped_up=topped,
+            query_rows=self._query_row[q] if coded else None,
+            pos_rows=self._pos_code[idx] if coded else None,
+            neg_rows=self._neg_code[idx] if coded else None,
         )
+
+    def external_ids(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(qids, pos_pids, neg_pids) of pair indices ``idx`` as object arrays of the external ids."""
+        return (self._qids[self._pair_query[idx]], take_ids(self._pid_table, self._pos_code[idx]),
+                take_ids(self._pid_table, self._neg_code[idx]))
 
     def fork(self) -> BatchSampler:
         """An independent sampler at the same position, sharing the (read-only) precomputed arrays."""
