@@ -345,13 +345,13 @@ def prepare_dataset(dataset: str, cache_dir: str | os.PathLike | None = None, op
         log(f"rebuilding {root}: {reason}")
 
     with atomic_dir(root) as tmp:
-        manifest = _convert(src, opts, tmp)
+        manifest = _convert(src, opts, tmp, log)
     log(f"prepared {src.name}: {manifest['counts']['corpus']} passages, {manifest['counts']['queries']} queries, "
         "splits " + ", ".join(f"{s}={v['queries']}q/{v['qrels']}j" for s, v in manifest["counts"]["splits"].items()))
     return PreparedDataset.open(root)
 
 
-def _convert(src: Source, opts: PrepareOptions, tmp: Path) -> dict:
+def _convert(src: Source, opts: PrepareOptions, tmp: Path, log=print) -> dict:
     """Read, validate and write the cache tables into ``tmp``; returns the manifest (written last)."""
     corpus = None
     if src.kind == "msmarco":
