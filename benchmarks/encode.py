@@ -156,6 +156,7 @@ def throughput(args, tmp: Path) -> dict:
     import torch
 
     import tasb_ray.distributed.encode as enc
+    import tasb_ray.distributed.ray_data as rd
     from tasb_ray.data import prepare_dataset
     from tasb_ray.distributed.runtime import init_ray
     from tasb_ray.models.registry import resolve_model
@@ -205,7 +206,7 @@ def throughput(args, tmp: Path) -> dict:
     log_dir = tmp / "calls"
     log_dir.mkdir()
 
-    class TimedEncoderActor(enc.EncoderActor):
+    class TimedEncoderActor(rd.EncoderActor):
         def __call__(self, batch):
             start = time.time()
             out = super().__call__(batch)
@@ -213,8 +214,9 @@ def throughput(args, tmp: Path) -> dict:
                 f.write(json.dumps({"start": start, "end": time.time(), "rows": batch.num_rows}) + "\n")
             return out
 
-    original = enc.EncoderActor
-    enc.EncoderActor = TimedEncoderActor
+    # The name the Ray Data pipeline looks up (tasb_ray.distributed.ray_data._stream) is the one to replace.
+    original = rd.EncoderActor
+    rd.EncoderActor = TimedEncoderActor
     stats: dict = {}
     try:
         call_start = time.time()
@@ -223,7 +225,7 @@ def throughput(args, tmp: Path) -> dict:
                                 shard_rows=args.shard_rows, show_progress=False, stats=stats)
         wall = time.perf_counter() - t
     finally:
-        enc.EncoderActor = original
+        rd.EncoderActor = original
     calls = [json.loads(line) for p in log_dir.iterdir() for line in p.read_text().splitlines()]
     busy = max(c["end"] for c in calls) - min(c["start"] for c in calls)
     rows = sum(c["rows"] for c in calls)

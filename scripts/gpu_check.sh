@@ -54,7 +54,7 @@ if [ $DRY = 1 ]; then
     "$PY" "$REPO/benchmarks/gpu_check.py" fixture "$WORK/fixture" >/dev/null || exit 1
     MODEL=$WORK/fixture/tiny-bert DATASET=$WORK/fixture/data/tinybeir
     GPU_FLAG=--no-gpu RAY_GPUS="--num-gpus 1"   # one logical GPU: the trials' placement still runs
-    T_A=240 T_B=120 T_C=120 T_D=180
+    T_A=420 T_B=120 T_C=120 T_D=180   # a loaded 2-core box: the tiny sweep took 239 s at load 28
 else
     MODEL=minilm-l6 DATASET=scifact GPU_FLAG=--gpu RAY_GPUS=""
     T_A=270 T_B=60 T_C=60 T_D=60
