@@ -90,9 +90,13 @@ def measure(model: str, batch_size: int, steps: int, attention_dropout: float) -
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    cuda = trainer.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     full_t = timed(trainer.train_step, steps)
     bare_t = timed(bare, steps)
-    return {"attention_dropout": attention_dropout, "full_s": statistics.median(full_t),
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    return {"attention_dropout": attention_dropout, "peak_gib": peak, "full_s": statistics.median(full_t),
             "bare_s": statistics.median(bare_t), "full_mean": statistics.mean(full_t), "bare_mean": statistics.mean(bare_t)}
 
 
@@ -107,11 +111,11 @@ def main() -> None:
     lines = [f"Command: `python benchmarks/train_overhead.py --model {args.model} --steps {args.steps} "
              f"--batch-size {args.batch_size}` ({platform.machine()}, {os.cpu_count()} cores, "
              f"torch threads {torch.get_num_threads()}, {'CUDA' if torch.cuda.is_available() else 'CPU'})", "",
-             "| attention dropout | bare step s (median) | full train_step s (median) | overhead |",
-             "|---|---|---|---|"]
+             "| attention dropout | bare step s (median) | full train_step s (median) | overhead | peak CUDA memory GiB |",
+             "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['attention_dropout']} | {r['bare_s']:.3f} | {r['full_s']:.3f} | "
-                     f"{100 * (r['full_s'] - r['bare_s']) / r['bare_s']:+.1f}% |")
+                     f"{100 * (r['full_s'] - r['bare_s']) / r['bare_s']:+.1f}% | {r['peak_gib']:.2f} |")
     write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 

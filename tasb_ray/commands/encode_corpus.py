@@ -88,6 +88,10 @@ def print_summary(out, manifest: dict, stats: dict) -> None:
     print(f"embeddings: {out}  ({manifest['rows']} rows x {manifest['dim']}, {len(manifest['shards'])} shards; "
           f"{stats.get('encoded_shards', 0)} encoded, {stats.get('reused_shards', 0)} reused"
           + (f"; {rate:.1f} rows/s steady" if rate else "") + ")")
+    pool = stats.get("actor_pool")
+    if pool:
+        # device|Ray GPU ids|CUDA_VISIBLE_DEVICES per actor: shows which GPU each actor held, or that it fell back.
+        print(f"actors: {pool['actors']} x {pool['resources']}; they saw: {', '.join(stats.get('actors_saw', []))}")
     if manifest.get("index"):
         print(f"index: {out}/{manifest['index']['path']}  ({manifest['index']['kind']}; "
               f"tasb-ray evaluate --index {out}/{manifest['index']['path']} --model ...)")

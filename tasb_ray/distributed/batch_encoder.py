@@ -9,6 +9,8 @@ and the identity of a model (resolved name, encoder spec, weight fingerprint) th
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
@@ -23,8 +25,13 @@ from tasb_ray.models.encoder import BertDot, spec_from_model
 from tasb_ray.models.registry import loading_model, resolve_model
 from tasb_ray.schema import DOC_ID, TEXT
 
+log = logging.getLogger(__name__)
+
 ROW = "row"
 EMBEDDING = "embedding"
+# Per-row note of the actor that encoded the row: "device|Ray GPU ids|CUDA_VISIBLE_DEVICES". Drivers read it into
+# their stats (which GPU each actor held) and never write it to a shard.
+PLACEMENT = "_placement"
 PAD_MULTIPLE = 8
 
 
@@ -32,7 +39,7 @@ PAD_MULTIPLE = 8
 
 
 def encode_bucketed(encoder, texts: Sequence[str], kind: str, batch_size: int = 64,
-                    pad_multiple: int = PAD_MULTIPLE) -> np.ndarray:
+                    pad_multiple: int = PAD_MULTIPLE, amp_dtype: torch.dtype | None | str = "auto") -> np.ndarray:
     """float32 ``[N, dim]`` embeddings of ``texts`` whose values do not depend on which texts are encoded together.
 
     Each text is padded to its own token length rounded up to ``pad_multiple`` (capped at the max length), and
@@ -45,6 +52,7 @@ def encode_bucketed(encoder, texts: Sequence[str], kind: str, batch_size: int = 
         kind: ``query`` or ``passage`` (selects the max length).
         batch_size: rows per forward pass.
         pad_multiple: padded lengths are multiples of this.
+        amp_dtype: autocast dtype; ``auto`` is float16 on CUDA and none (float32) on CPU, None turns it off.
     """
     if kind not in ("query", "passage"):
         raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
@@ -61,8 +69,10 @@ def encode_bucketed(encoder, texts: Sequence[str], kind: str, batch_size: int = 
     device = encoder.device
     was_training = encoder.training
     encoder.eval()
-    autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    if amp_dtype == "auto":
+        amp_dtype = torch.float16 if device.type == "cuda" else None
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                else torch.autocast(device.type, enabled=False))
     with torch.inference_mode(), autocast:
         for length in np.unique(padded)[::-1]:
             rows = np.flatnonzero(padded == length)
@@ -98,13 +108,17 @@ class EncoderActor:
         kind: ``passage`` or ``query``.
         id_column: the id column to carry through (``doc_id`` or ``query_id``).
         batch_size: rows per forward pass.
-        device: ``cuda`` or ``cpu``; on CPU torch gets as many threads as the actor holds CPUs (``threads``
-            overrides): more threads than cores was measured 30x slower on this machine.
+        device: ``cuda`` or ``cpu``; ``cuda`` falls back to CPU when torch sees no CUDA (a GPU actor on a
+            cluster whose GPUs are logical, as in tests). On CPU torch gets as many threads as the actor holds CPUs
+            (``threads`` overrides): more threads than cores was measured 30x slower on this machine.
     """
 
     def __init__(self, model: str, pooling: str = "auto", normalize: bool | None = None,
                  query_max_len: int | None = None, passage_max_len: int | None = None, kind: str = "passage",
                  id_column: str = DOC_ID, batch_size: int = 64, device: str = "cpu", threads: int | None = None):
+        if device == "cuda" and not torch.cuda.is_available():
+            log.warning("EncoderActor: a GPU was asked for but torch sees no CUDA; encoding on CPU")
+            device = "cpu"
         if device == "cpu":
             n = threads or assigned_cpus() or torch.get_num_threads()
             torch.set_num_threads(max(1, int(n)))
@@ -113,12 +127,34 @@ class EncoderActor:
         self.kind = kind
         self.id_column = id_column
         self.batch_size = batch_size
+        self.placement = placement_note(device)
+        if device == "cuda":
+            # CUDA context, cuBLAS handles and kernel selection cost ~1 s on the first call: pay it here, not in
+            # the first block (where it would count against the actor's throughput).
+            encode_bucketed(self.encoder, ["warm up"] * 2, kind, batch_size)
 
     def __call__(self, batch):
         texts = batch.column(TEXT).to_pylist()
         vectors = encode_bucketed(self.encoder, texts, self.kind, self.batch_size)
         return pa.table({ROW: batch.column(ROW), self.id_column: batch.column(self.id_column),
-                         EMBEDDING: fixed_size_list(vectors)})
+                         EMBEDDING: fixed_size_list(vectors),
+                         PLACEMENT: pa.array([self.placement] * batch.num_rows, type=pa.string())})
+
+
+def placement_note(device: str) -> str:
+    """``device|Ray GPU ids|CUDA_VISIBLE_DEVICES`` of this worker (see :data:`PLACEMENT`)."""
+    try:
+        ids = ",".join(str(i) for i in ray.get_gpu_ids())
+    except Exception:  # noqa: BLE001 - outside a Ray worker
+        ids = ""
+    return f"{device}|{ids}|{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}"
+
+
+def placements_of(table) -> list[str]:
+    """The distinct placement notes of an encoded batch (empty for batches without the column)."""
+    if PLACEMENT not in table.column_names:
+        return []
+    return sorted(set(table.column(PLACEMENT).unique().to_pylist()))
 
 
 def fixed_size_list(vectors: np.ndarray):

@@ -25,7 +25,7 @@ import ray
 from ray.data.expressions import col, lit
 from tqdm.auto import tqdm
 
-from tasb_ray.distributed.batch_encoder import ROW, EncoderActor
+from tasb_ray.distributed.batch_encoder import ROW, EncoderActor, placements_of
 from tasb_ray.distributed.runtime import cluster_cpus_gpus, ray_session
 from tasb_ray.distributed.shards import OutputDir, ShardPlan, ShardWriter, row_ranges
 from tasb_ray.errors import TasbRayError
@@ -159,25 +159,37 @@ def cpu_pool(cpus: float, num_actors: int | None = None, cpus_per_actor: int | N
     return int(num_actors), threads, logical
 
 
+def gpu_pool(cpus: float, gpus: float, num_actors: int | None = None) -> tuple[int, dict]:
+    """(actors, ``map_batches`` resources) for GPU encoding: one whole GPU per actor, one actor per GPU by default.
+
+    Each actor also reserves up to one CPU (tokenization runs there), shrunk like :func:`cpu_pool`'s so that one
+    CPU stays free for Ray Data's read tasks.
+    """
+    if gpus < 1:
+        raise TasbRayError(f"use_gpu=True but the Ray cluster has {gpus:g} GPUs (an actor needs a whole one)")
+    n = int(num_actors or max(1, int(gpus)))
+    cpu = round(min(1.0, max(0.0, cpus - 1.0) / n), 4)
+    return n, {"num_gpus": 1, "num_cpus": cpu}
+
+
 def encode_missing(inp: EncodeInput, name: str, spec: dict, out: OutputDir, plan: ShardPlan, missing: list[int], key: str,
                     o: EncodeOptions, shards: dict, timing: dict) -> int:
 
     with ray_session(o.address, num_cpus=o.ray_num_cpus, temp_dir=o.ray_temp_dir):
         cpus, gpus = cluster_cpus_gpus()
         use_gpu = gpus > 0 if o.use_gpu == "auto" else bool(o.use_gpu)
-        if use_gpu and gpus < 1:
-            raise TasbRayError("use_gpu=True but the Ray cluster has no GPU")
         if use_gpu:
-            num_actors = o.num_actors or max(1, int(gpus))
-            resources, threads = {"num_gpus": 1}, None
+            num_actors, resources = gpu_pool(cpus, gpus, o.num_actors)
+            threads = None
         else:
             num_actors, threads, logical = cpu_pool(cpus, o.num_actors, o.cpus_per_actor)
             resources = {"num_cpus": logical}
         todo_rows = sum(plan.bounds(s)[1] - plan.bounds(s)[0] for s in missing)
         # At least ~4 blocks per actor, so a small job does not end with one busy actor and the rest idle.
         block_rows = max(1, min(o.block_rows, -(-todo_rows // (4 * num_actors))))
-        log.info("encoding %d shards (%d rows) with %d %s actor(s), %d rows per block", len(missing), todo_rows,
-                 num_actors, "GPU" if use_gpu else "CPU", block_rows)
+        log.info("encoding %d shards (%d rows) with %d %s actor(s) (%s each), %d rows per block", len(missing),
+                 todo_rows, num_actors, "GPU" if use_gpu else "CPU", resources, block_rows)
+        o.stats["actor_pool"] = {"actors": num_actors, "resources": dict(resources), "use_gpu": use_gpu}
         with data_context(preserve_order=True):
             return _stream(inp, name, spec, out, plan, missing, key, o, shards, timing, use_gpu, num_actors,
                            threads, resources, block_rows)
@@ -222,9 +234,13 @@ def _stream(inp: EncodeInput, name: str, spec: dict, out: OutputDir, plan: Shard
 
     writer = ShardWriter(out, plan, missing, inp.id_column, key, on_written)
     batches = encoded.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
+    seen: set[str] = set()
     try:
         for batch in batches:
+            seen.update(placements_of(batch))
             writer.add(batch)
+        # device|GPU ids|CUDA_VISIBLE_DEVICES as each actor saw it: which GPU each one held, if any.
+        o.stats["actors_saw"] = sorted(seen)
     finally:
         close = getattr(batches, "close", None)
         if close is not None:

@@ -12,12 +12,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import ray
 import torch
 from transformers import AutoConfig
 
 from tasb_ray.distributed.batch_encoder import EMBEDDING, ROW, EncoderActor, assigned_cpus, resolve_encoder, vectors_of
-from tasb_ray.distributed.ray_data import cpu_pool, data_context
+from tasb_ray.distributed.ray_data import cpu_pool, data_context, gpu_pool
 from tasb_ray.distributed.runtime import cluster_cpus_gpus, ray_session
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.schema import QUERY_ID, TEXT
@@ -40,12 +41,33 @@ def actor_pool(num_actors: int | None, use_gpu: bool | str,
     cpus, gpus = cluster_cpus_gpus()
     gpu = gpus > 0 if use_gpu == "auto" else bool(use_gpu)
     if gpu:
-        if gpus < 1:
-            raise TasbRayError("use_gpu=True but the Ray cluster has no GPU")
-        return num_actors or max(1, int(gpus)), {"num_gpus": 1}, None
+        n, resources = gpu_pool(cpus, gpus, num_actors)
+        return n, resources, None
     n, threads, logical = cpu_pool(cpus, num_actors, cpus_per_actor)
     return n, {"num_cpus": logical}, threads
 
+
+
+BLOCK = "_block"   # a whole block as Arrow IPC bytes (see run_packed_blocks)
+
+
+def block_bytes(frame: pd.DataFrame) -> bytes:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+class WholeBlocks:
+    """Ray Data callable class: unpacks each row's block (``BLOCK``) and hands it whole to ``actor``."""
+
+    def __init__(self, actor: type, actor_kwargs: Mapping[str, Any]):
+        self.inner = actor(**actor_kwargs)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        parts = [self.inner(pa.ipc.open_stream(b).read_all().to_pandas()) for b in batch[BLOCK]]
+        return pd.concat(parts, ignore_index=True) if len(parts) != 1 else parts[0]
 
 
 def run_packed_blocks(blocks: Sequence[pd.DataFrame], actor: type, actor_kwargs: Mapping[str, Any], n_rows: int, *,
@@ -60,10 +82,13 @@ def run_packed_blocks(blocks: Sequence[pd.DataFrame], actor: type, actor_kwargs:
     with ray_session(address), data_context(preserve_order=preserve_order):
         n, resources, threads = actor_pool(num_actors, use_gpu, cpus_per_actor)
         n = max(1, min(n, len(blocks)))
-        ds = ray.data.from_pandas(list(blocks))
-        out = ds.map_batches(actor, fn_constructor_kwargs={**actor_kwargs, "threads": threads},
-                             batch_size=None,  # whole blocks: never split a packed batch
-                             batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=n), **resources)
+        # One row per block, so that a batch of one row is one whole block: Ray Data needs a batch_size for GPU
+        # actors, and a row count would cut blocks (and the packed batches in them) at arbitrary rows.
+        ds = ray.data.from_pandas([pd.DataFrame({BLOCK: [block_bytes(b)]}) for b in blocks])
+        out = ds.map_batches(WholeBlocks, fn_constructor_kwargs={"actor": actor,
+                                                                 "actor_kwargs": {**actor_kwargs, "threads": threads}},
+                             batch_size=1, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=n),
+                             **resources)
         scores = np.full(n_rows, np.nan)
         seen = np.zeros(n_rows, dtype=np.int64)
         for part in out.iter_batches(batch_size=None, batch_format="pandas"):

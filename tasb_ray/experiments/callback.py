@@ -12,7 +12,7 @@ from typing import Mapping
 
 from ray import tune
 
-from tasb_ray.experiments.records import METRIC_PREFIXES, log_trial_artifacts
+from tasb_ray.experiments.records import METRIC_PREFIXES, PLACEMENT_PREFIX, log_trial_artifacts
 from tasb_ray.tracking import (
     FAILED,
     FINISHED,
@@ -114,6 +114,11 @@ class MlflowTrials(tune.Callback):
         if fresh:
             self.tracker.log_metrics(run_id, fresh, step)
             self.logged[key].update((k, step) for k in fresh)
+        if result.get("event") == "final":
+            # Where the trial ran (device, GPU ids, CUDA_VISIBLE_DEVICES): tags, since a resumed trial may move.
+            for k, v in result.items():
+                if k.startswith(PLACEMENT_PREFIX) and not k.endswith("_at"):
+                    self.tracker.set_tag(run_id, k.replace("/", "."), str(v))
         if result.get("plan_hash") and ("plan_hash", None) not in self.logged[key]:
             if "plan_hash" not in self.tracker.run(run_id).params:
                 self.tracker.log_params(run_id, {"plan_hash": result["plan_hash"]})

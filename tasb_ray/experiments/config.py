@@ -14,8 +14,10 @@ from tasb_ray.errors import ConfigError
 class ResourcesConfig:
     """What one trial asks Ray for.
 
-    ``gpus_per_trial`` ``auto`` means one GPU when the cluster has any, else none; ``cpus_per_trial`` is
-    what a trial gets on a CPU-only cluster (and beside its GPU otherwise).
+    ``gpus_per_trial``: ``auto`` (one GPU when the cluster has any, else none), ``0``, a fraction in (0, 1] (e.g.
+    0.25 packs four small trials onto one large GPU) or a whole number of GPUs. ``cpus_per_trial`` is what a trial
+    gets on a CPU-only cluster (and beside its GPU otherwise). ``max_concurrent_trials`` is capped at what the
+    cluster's GPUs allow.
     """
 
     cpus_per_trial: float = 2.0
@@ -23,10 +25,42 @@ class ResourcesConfig:
     max_concurrent_trials: int | None = None
 
     def __post_init__(self):
-        if self.gpus_per_trial != "auto" and not isinstance(self.gpus_per_trial, (int, float)):
-            raise ConfigError(f"resources.gpus_per_trial: 'auto' or a number, got {self.gpus_per_trial!r}")
-        if self.cpus_per_trial <= 0:
-            raise ConfigError("resources.cpus_per_trial must be > 0")
+        g = self.gpus_per_trial
+        if g != "auto":
+            if isinstance(g, bool) or not isinstance(g, (int, float)):
+                raise ConfigError(f"resources.gpus_per_trial: 'auto' or a number, got {g!r}")
+            # Ray shares a GPU only in fractions of one, and several GPUs only whole: 1.5 GPUs cannot be placed.
+            if g < 0 or (g > 1 and float(g) != int(g)):
+                raise ConfigError(f"resources.gpus_per_trial: 0, a fraction in (0, 1] or a whole number >= 1, "
+                                  f"got {g!r}")
+        if isinstance(self.cpus_per_trial, bool) or not isinstance(self.cpus_per_trial, (int, float)) \
+                or self.cpus_per_trial <= 0:
+            raise ConfigError(f"resources.cpus_per_trial: a number > 0, got {self.cpus_per_trial!r}")
+        m = self.max_concurrent_trials
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ConfigError(f"resources.max_concurrent_trials: an integer >= 1, got {m!r}")
+
+    def gpus_for(self, cluster_gpus: float) -> float:
+        """GPUs one trial asks for on a cluster with ``cluster_gpus`` GPUs."""
+        if self.gpus_per_trial == "auto":
+            return 1.0 if cluster_gpus > 0 else 0.0
+        return float(self.gpus_per_trial)
+
+    def concurrency(self, cluster_cpus: float, cluster_gpus: float) -> tuple[float, int | None]:
+        """(GPUs per trial, the most trials that may run at once: the configured cap and what the GPUs allow).
+
+        Raises ConfigError when trials ask for GPUs the cluster does not have: they would wait forever.
+        """
+        gpus = self.gpus_for(cluster_gpus)
+        limit = self.max_concurrent_trials
+        if gpus > 0:
+            if gpus > cluster_gpus:
+                raise ConfigError(f"resources.gpus_per_trial: {gpus:g} GPU(s) per trial, but the Ray cluster has "
+                                  f"{cluster_gpus:g}")
+            # The small epsilon keeps 1/0.1 = 9.999... from losing a trial to float rounding.
+            fit = int(cluster_gpus / gpus + 1e-9)
+            limit = fit if limit is None else min(limit, fit)
+        return gpus, limit
 
 
 @dataclass
@@ -55,6 +89,7 @@ class PipelinesConfig:
 class RayConfig:
     address: str | None = None        # default: $RAY_ADDRESS, else a local instance on 127.0.0.1
     num_cpus: int | None = None       # CPUs of a local instance (default: all)
+    num_gpus: int | None = None       # GPUs of a local instance (default: those detected; logical ones on a CPU box)
     ship_shared: str = "auto"         # send shared stage files to trials: auto (multi-node) | always | never
 
     def __post_init__(self):

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from tasb_ray.errors import TasbRayError, run_guarded
-from tasb_ray.experiments.config import load_sweep_config
+from tasb_ray.experiments.config import ResourcesConfig, load_sweep_config
 from tasb_ray.experiments.sweep import run_sweep
 
 
@@ -28,7 +28,14 @@ def build_parser(prog: str, description: str, default_config: Path, quick_config
     p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray "
                                                    "on 127.0.0.1)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
+    p.add_argument("--num-gpus", type=int, default=None,
+                   help="GPUs of a local Ray instance (default: those detected; on a CPU machine, logical GPUs)")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default: the config's)")
+    p.add_argument("--gpus-per-trial", default=None,
+                   help="'auto', 0, a fraction in (0, 1] (0.25: four trials share a GPU) or a whole number "
+                        "(default: the config's)")
+    p.add_argument("--max-concurrent-trials", type=int, default=None,
+                   help="at most this many trials at once (capped at what the GPUs allow)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config value for every trial, e.g. --set optim.max_steps=20")
     p.add_argument("--fresh", action="store_true",
@@ -61,8 +68,14 @@ def main(prog: str, description: str, default_config: Path, quick_config: Path |
             sweep.ray.address = args.address
         if args.num_cpus:
             sweep.ray.num_cpus = args.num_cpus
-        if args.cpus_per_trial:
-            sweep.resources.cpus_per_trial = args.cpus_per_trial
+        if args.num_gpus is not None:
+            sweep.ray.num_gpus = args.num_gpus
+        r = sweep.resources
+        gpus = r.gpus_per_trial if args.gpus_per_trial is None else yaml.safe_load(args.gpus_per_trial)
+        # Rebuilt, not assigned: the dataclass validates the combination (e.g. 1.5 GPUs is an error).
+        sweep.resources = ResourcesConfig(cpus_per_trial=args.cpus_per_trial or r.cpus_per_trial,
+                                          gpus_per_trial=gpus,
+                                          max_concurrent_trials=args.max_concurrent_trials or r.max_concurrent_trials)
         return sweep, run_sweep(sweep, fresh=args.fresh)
 
     out, code = run_guarded(prog, sweep_from_args, "interrupted; run the same command again to continue the sweep")

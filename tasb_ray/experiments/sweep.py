@@ -130,6 +130,17 @@ def build_bundle(paths: dict[str, Path], work_dir: Path):
     return pack(roots)
 
 
+def concurrency_line(configured: int | None, limit: int | None, gpus_per_trial: float, cluster_gpus: float) -> str:
+    """The driver's log line saying how many trials may run at once and why."""
+    if gpus_per_trial <= 0:
+        return (f"max concurrent trials: {configured} (configured)" if configured
+                else "max concurrent trials: as many as the CPUs allow")
+    line = f"max concurrent trials: {limit} ({cluster_gpus:g} GPU(s) / {gpus_per_trial:g} per trial"
+    if configured is not None and configured != limit:
+        line += f"; resources.max_concurrent_trials {configured} " + ("capped" if configured > limit else "is lower")
+    return line + ")"
+
+
 def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], None] = print) -> SweepResult:
     """Run (or continue) the sweep and return its trials and statistics.
 
@@ -155,17 +166,20 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
     say(f"sweep {sweep.name}: {len(trials)} trials in {len(set(groups.values()))} group(s); run dir {run_dir}")
     say(f"MLflow: {uri} (experiment {experiment!r})")
 
-    started = init_ray(sweep.ray.address, sweep.ray.num_cpus, temp_dir=ray_temp_dir(run_dir))
+    started = init_ray(sweep.ray.address, sweep.ray.num_cpus, temp_dir=ray_temp_dir(run_dir),
+                       num_gpus=sweep.ray.num_gpus)
     try:
+        r = sweep.resources
+        cpus, gpus = cluster_cpus_gpus()
+        # Checked before the shared stages: a sweep that can never place a trial should fail in seconds.
+        want_gpu, max_concurrent = r.concurrency(cpus, gpus)
         configs = {t.key: trial_training_config(base, t, f"{sweep.name}/{t.key}") for t in trials}
         shared_paths = prepare_shared(configs, use_ray=True, say=say)
         bundle = build_bundle(shared_paths, Path(base["work_dir"])) if _ship(sweep) else None
 
-        cpus, gpus = cluster_cpus_gpus()
-        r = sweep.resources
-        want_gpu = (1 if gpus > 0 else 0) if r.gpus_per_trial == "auto" else float(r.gpus_per_trial)
         resources = {"cpu": r.cpus_per_trial, "gpu": want_gpu}
         say(f"trial resources: {resources} (cluster: {cpus:g} CPUs, {gpus:g} GPUs)")
+        say(concurrency_line(r.max_concurrent_trials, max_concurrent, want_gpu, gpus))
 
         payloads = []
         for t in trials:
@@ -191,7 +205,7 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
             tuner = tune.Tuner(
                 trainable,
                 param_space={"trial": tune.grid_search(payloads)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=r.max_concurrent_trials,
+                tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
                                             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(name=safe_name(sweep.name), storage_path=str(storage),
                                           callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
@@ -225,6 +239,7 @@ def _collect(grid) -> tuple[pd.DataFrame, dict[str, dict[str, float]], pd.DataFr
             row.update(status="FAILED", error=str(res.error).splitlines()[0][:300] if res.error else "no final result")
         else:
             row.update(status="FINISHED", error="", plan_hash=final.get("plan_hash", ""))
+            row.update(final.get("placement") or {})
             values = {k: v for k, v in final["metrics"].items() if "/" in k}
             metrics[trial["key"]] = values
             row.update(values)

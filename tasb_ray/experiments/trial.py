@@ -12,10 +12,12 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import ray
 import torch
 from ray import tune
 
@@ -26,6 +28,7 @@ from tasb_ray.evaluation.metrics import per_query
 from tasb_ray.evaluation.pipelines import PipelineOptions, run_pipelines
 from tasb_ray.experiments.config import PipelinesConfig
 from tasb_ray.experiments.grid import safe_name
+from tasb_ray.experiments.records import PLACEMENT_PREFIX
 from tasb_ray.experiments.shipping import unpack
 from tasb_ray.fileio import write_json, write_text
 from tasb_ray.pipeline.run import open_data, run_training, work_dir
@@ -40,6 +43,29 @@ log = logging.getLogger(__name__)
 
 FINAL_MARKER = "final.json"
 PER_QUERY = "per_query.parquet"
+
+
+def trial_device(configured: str | None = None) -> tuple[str, dict]:
+    """The torch device a trial trains on, and what it saw: its GPU ids, ``CUDA_VISIBLE_DEVICES``, the device.
+
+    CUDA only when Ray gave the trial a GPU and torch sees one: a trial without a GPU id must not train on a GPU
+    that Ray has handed to another trial, and on a CPU machine with logical GPUs (tests) torch sees no CUDA.
+    ``configured`` (the training config's ``device``) wins when set.
+    """
+    ids = [str(i) for i in ray.get_gpu_ids()]
+    if configured:
+        device = configured
+    else:
+        device = "cuda" if ids and torch.cuda.is_available() else "cpu"
+    seen = {"gpu_ids": ",".join(ids), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+            "device": device, "torch_cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+            "node": ray.get_runtime_context().get_node_id()[:12]}
+    return device, seen
+
+
+def _placement(seen: dict, started: float) -> dict:
+    return {**{f"{PLACEMENT_PREFIX}{k}": v for k, v in seen.items()}, f"{PLACEMENT_PREFIX}started_at": started,
+            f"{PLACEMENT_PREFIX}ended_at": time.time()}
 
 
 def _fault_marker(fault: dict, run_dir: str, key: str) -> Path | None:
@@ -96,18 +122,24 @@ def _final_metrics(final: Path) -> dict[str, Any]:
 
 def tune_trial(config: dict, shared=None) -> None:
     """The Tune trainable. ``config["trial"]`` is built by the sweep driver (see ``sweep.trial_payload``)."""
+    started = time.time()
     trial = config["trial"]
     torch.set_num_threads(max(1, int(trial.get("threads") or 1)))
     output_dir = Path.cwd() / "output"
+    training = dict(trial["training"])
+    device, seen = trial_device(training.get("device"))
+    log.info("trial %s: device %s (Ray GPU ids [%s], CUDA_VISIBLE_DEVICES %s)", trial["key"], device,
+             seen["gpu_ids"], seen["cuda_visible_devices"])
     ckpt = tune.get_checkpoint()
     if ckpt is not None and _restore(ckpt, output_dir):
         final = output_dir / "final"
-        tune.report({"event": "final", **_final_metrics(final)}, checkpoint=tune.Checkpoint.from_directory(str(final)))
+        tune.report({"event": "final", **_final_metrics(final), **_placement(seen, started)},
+                    checkpoint=tune.Checkpoint.from_directory(str(final)))
         return
 
-    training = dict(trial["training"])
     training["output_dir"] = str(output_dir)
     training["progress"] = False
+    training["device"] = device
     dataset = None
     if shared is not None:
         dest = Path.cwd() / "shared"
@@ -118,11 +150,12 @@ def tune_trial(config: dict, shared=None) -> None:
     cfg = from_dict(TrainingConfig, training)
     result = run_training(cfg, [TuneReporter(trial)], resume=True, require_cached=True, dataset=dataset,
                           keep_model=True)
-    final = write_final(cfg, result, trial, output_dir / "final")
-    tune.report({"event": "final", **_final_metrics(final)}, checkpoint=tune.Checkpoint.from_directory(str(final)))
+    final = write_final(cfg, result, trial, output_dir / "final", placement=_placement(seen, started))
+    tune.report({"event": "final", **_final_metrics(final), **_placement(seen, started)},
+                checkpoint=tune.Checkpoint.from_directory(str(final)))
 
 
-def write_final(cfg, result, trial: dict, final: Path) -> Path:
+def write_final(cfg, result, trial: dict, final: Path, placement: dict | None = None) -> Path:
     """The trial's final directory: results, runs, per-query metrics, pipelines; ``final.json`` written last."""
     out = result.output_dir
     if final.exists():
@@ -154,7 +187,8 @@ def write_final(cfg, result, trial: dict, final: Path) -> Path:
         write_text(final / "pipeline.md", pipeline_md)
     per_q.to_parquet(final / PER_QUERY, index=False)
     write_json(final / FINAL_MARKER, {"key": trial["key"], "group": trial["group"], "values": trial["values"],
-                                       "plan_hash": result.plan_hash, "metrics": metrics})
+                                       "plan_hash": result.plan_hash, "metrics": metrics,
+                                       "placement": placement or {}})
     return final
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -193,9 +194,14 @@ class Trainer:
     # -- one step -------------------------------------------------------------------------------------------------
 
     def _autocast(self):
+        """Autocast on the trainer's device with ``amp_dtype`` (set on CUDA when ``optim.amp``), else a no-op.
+
+        ``amp_dtype`` may be set on CPU too (bfloat16): that is how the tests compare the mixed-precision step
+        with float32 on a machine without a GPU.
+        """
         if self.amp_dtype is None:
-            return torch.autocast("cpu", enabled=False)
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def batch_loss(self, batch: Batch):
         q_texts, p_texts = self.data.batch_texts(batch)
