@@ -8,6 +8,7 @@ import pytest
 from report_fixture import ALPHA_FAILED, SEEDS_FAILED
 
 from tasb_ray.errors import TasbRayError
+from tasb_ray import tracking
 from tasb_ray.reporting import collect
 from tasb_ray.reporting.collect import collect_sweep
 
@@ -54,7 +55,7 @@ def test_grid_knobs_from_summary_and_without_dev_eval(sweep_store):
 
 
 def test_pagination_reads_every_run(sweep_store, monkeypatch):
-    monkeypatch.setattr(collect, "PAGE", 5)
+    monkeypatch.setattr(tracking, "PAGE", 5)   # the Tracker pages runs since the one-layering change
     data = collect_sweep("alpha-k", sweep_store.uri)
     assert len(data.trials) == 12 and data.trials["run_id"].is_unique
 
