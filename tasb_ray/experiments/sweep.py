@@ -313,7 +313,9 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
         run_id = tracker.create_run(experiment_id, f"aggregate {group}",
                                     tags={KIND_TAG: "aggregate", GROUP_TAG: group, SWEEP_TAG: sweep.name})
         aggregate_run_ids.append(run_id)
-        seeds = [str(v) for v in finished.get("grid.seed", pd.Series(dtype=object)).tolist()]
+        # The reference row has no seed, so the column is float: 0.0 → "0".
+        seeds = [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+                 for v in finished.get("grid.seed", pd.Series(dtype=object)).dropna().tolist()]
         values = group_values.get(group, {})
         tracker.log_params(run_id, {**{k: v for k, v in values.items() if k != "seed"},
                                              "n_trials": int((trials["group"] == group).sum()),
