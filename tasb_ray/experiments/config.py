@@ -123,6 +123,8 @@ class SweepConfig:
         baseline: grid values of the group every other group is compared with (default: the first group).
         compare_metrics: test metrics for the paired per-query tests.
         max_failures: retries of a failed trial, each resuming from its last checkpoint.
+        reference: also evaluate the untrained student once at the trials' settings, as the group ``untrained``
+            that every group is compared with (``experiments/reference.py``).
     """
 
     name: str
@@ -133,6 +135,7 @@ class SweepConfig:
     baseline: dict | None = None
     compare_metrics: list[str] = field(default_factory=lambda: ["nDCG@10", "R@100"])
     max_failures: int = 2
+    reference: bool = True
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     pipelines: PipelinesConfig = field(default_factory=PipelinesConfig)

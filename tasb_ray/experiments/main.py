@@ -86,7 +86,8 @@ def main(prog: str, description: str, default_config: Path, quick_config: Path |
     print()
     print(f"## {result.experiment}: robustness across seeds (mean ± sd)\n")
     print(result.tables["robustness"])
-    print(f"## paired per-query tests ({', '.join(sweep.compare_metrics)}, test split)\n")
+    print(f"## paired per-query comparisons ({', '.join(sweep.compare_metrics)}, {sweep.pipelines.split} split; "
+          "against the baseline and the untrained student; Holm over the table; MDE at 80% power)\n")
     print(result.tables["comparisons"])
     print("## retrieval pipelines (test split, mean ± sd over seeds)\n")
     print(result.tables["pipelines"])

@@ -4,8 +4,9 @@ Seeds are repetitions of one configuration: for each metric we report mean, samp
 max and a 95% confidence interval of the mean from Student's t with n − 1 degrees of freedom.
 
 Two configurations are compared per query: each query's metric is first averaged over the seeds of a
-configuration, then a paired t-test runs over the queries (scipy ``ttest_rel``), with Cohen's d_z
-(mean of the per-query differences over their sd) as the effect size.
+configuration, then the per-query differences are tested (:mod:`tasb_ray.experiments.significance`: the
+difference's 95% CI, its per-query sd, a paired t-test and a paired randomization test, Holm's adjustment
+over the table, Cohen's d_z and the minimum detectable effects over queries and over seeds).
 
 References:
     Sakai, "Statistical reform in information retrieval?", SIGIR Forum 2014 (effect sizes with p-values);
@@ -20,6 +21,18 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from tasb_ray.experiments.significance import (
+    N_RESAMPLES,
+    comparison_pairs,
+    holm,
+    mde_two_groups,
+    paired_test,
+    seed_spread,
+)
+
+__all__ = ["STATS", "compare_groups", "comparisons_table", "group_summary", "paired_test", "robustness_table",
+           "summarize"]
 
 STATS = ("mean", "sd", "min", "max", "ci95_low", "ci95_high", "n")
 
@@ -56,52 +69,46 @@ def group_summary(metrics: Mapping[str, Mapping[str, float]], groups: Mapping[st
     return pd.DataFrame(rows, columns=["group", "metric", *STATS])
 
 
-def paired_test(a: pd.Series, b: pd.Series) -> dict[str, float]:
-    """Paired t-test of per-query values ``a`` vs ``b`` (indexed by query id; queries in only one count as 0)."""
-    index = a.index.union(b.index)
-    x = a.reindex(index, fill_value=0.0).to_numpy(np.float64)
-    y = b.reindex(index, fill_value=0.0).to_numpy(np.float64)
-    diff = x - y
-    sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
-    if sd <= 1e-12 * max(1.0, abs(float(diff.mean()))):
-        # Degenerate: every query differs by the same amount (float noise aside). Equal runs give no evidence;
-        # a constant non-zero shift has an unbounded t, reported as p = 0 with no finite effect size.
-        same = abs(float(diff.mean())) <= 1e-12
-        return {"queries": len(index), "mean_a": float(x.mean()), "mean_b": float(y.mean()),
-                "mean_diff": float(diff.mean()), "t": 0.0 if same else math.copysign(math.inf, diff.mean()),
-                "p_value": 1.0 if same else 0.0, "effect_size": 0.0 if same else math.nan}
-    else:
-        res = stats.ttest_rel(x, y)
-        t, p = float(res.statistic), float(res.pvalue)
-    return {"queries": len(index), "mean_a": float(x.mean()), "mean_b": float(y.mean()),
-            "mean_diff": float(diff.mean()), "t": t, "p_value": p,
-            "effect_size": float(diff.mean() / sd) if sd > 0 else 0.0}
+COMPARISON_COLUMNS = ["group", "baseline", "measure", "queries", "mean_a", "mean_b", "mean_diff", "ci95_low",
+                      "ci95_high", "sd_diff", "t", "p_value", "p_perm", "p_holm", "p_perm_holm", "effect_size",
+                      "mde_queries", "seeds_a", "seeds_b", "mde_seeds"]
 
 
-def compare_groups(per_query: pd.DataFrame, baseline: str, measures: Sequence[str]) -> pd.DataFrame:
-    """Every group against ``baseline``, per measure.
+def compare_groups(per_query: pd.DataFrame, baseline: str, measures: Sequence[str],
+                   reference: str | None = None, n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+    """Every group against ``baseline`` and, when given, every group against ``reference``, per measure.
+
+    Holm's adjustment runs over all rows of the result (every group, both baselines, every measure): the
+    family is everything this table claims.
 
     Args:
         per_query: columns group, trial, query_id, measure, value (one trial = one seed).
         baseline: the group label the others are compared with.
         measures: metric names, e.g. ``["nDCG@10", "R@100"]``.
+        reference: the untrained reference group, also compared against (None: none).
+        n_resamples: sign-flip resamples of the randomization test.
     """
-    cols = ["group", "baseline", "measure", "queries", "mean_a", "mean_b", "mean_diff", "t", "p_value", "effect_size"]
     if per_query.empty or baseline not in set(per_query["group"]):
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
     # Average each query over the seeds of a group first: the unit of the test is the query.
     means = per_query.groupby(["group", "measure", "query_id"])["value"].mean()
+    spread = seed_spread(per_query)
+    groups = list(dict.fromkeys(per_query["group"]))
     rows = []
-    for group in dict.fromkeys(per_query["group"]):
-        if group == baseline:
-            continue
+    for group, against in comparison_pairs(groups, baseline, reference):
         for m in measures:
             try:
-                a, b = means.loc[(group, m)], means.loc[(baseline, m)]
+                a, b = means.loc[(group, m)], means.loc[(against, m)]
             except KeyError:
                 continue
-            rows.append({"group": group, "baseline": baseline, "measure": m, **paired_test(a, b)})
-    return pd.DataFrame(rows, columns=cols)
+            (sa, ra), (sb, rb) = spread[(group, m)], spread[(against, m)]
+            rows.append({"group": group, "baseline": against, "measure": m, **paired_test(a, b, n_resamples),
+                         "seeds_a": ra, "seeds_b": rb, "mde_seeds": mde_two_groups(sa, ra, sb, rb)})
+    out = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    if len(out):
+        out["p_holm"] = holm(out["p_value"])
+        out["p_perm_holm"] = holm(out["p_perm"])
+    return out
 
 
 def robustness_table(summary: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
@@ -121,11 +128,25 @@ def robustness_table(summary: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def _num(fmt: str):
+    return lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
 def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """The paired comparisons for reading: difference with its 95% CI, both tests, Holm, both MDEs."""
     if comparisons.empty:
         return comparisons
-    out = comparisons[["group", "baseline", "measure", "queries", "mean_diff", "p_value", "effect_size"]].copy()
-    out["mean_diff"] = out["mean_diff"].map(lambda v: f"{v:+.4f}")
-    out["p_value"] = out["p_value"].map(lambda v: f"{v:.4f}")
-    out["effect_size"] = out["effect_size"].map(lambda v: f"{v:+.3f}")
+    c = comparisons
+    out = c[["group", "baseline", "measure", "queries"]].copy()
+    out["mean_diff"] = c["mean_diff"].map(_num("+.4f"))
+    out["95% CI"] = [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(c["ci95_low"], c["ci95_high"])]
+    out["sd_diff"] = c["sd_diff"].map(_num(".4f"))
+    out["p_t"] = c["p_value"].map(_num(".4f"))
+    out["p_perm"] = c["p_perm"].map(_num(".4f"))
+    out["p_t_holm"] = c["p_holm"].map(_num(".4f"))
+    out["p_perm_holm"] = c["p_perm_holm"].map(_num(".4f"))
+    out["effect_size"] = c["effect_size"].map(_num("+.3f"))
+    out["mde_queries"] = c["mde_queries"].map(_num(".4f"))
+    out["seeds"] = [f"{a}/{b}" for a, b in zip(c["seeds_a"], c["seeds_b"])]
+    out["mde_seeds"] = c["mde_seeds"].map(_num(".4f"))
     return out

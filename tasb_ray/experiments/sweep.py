@@ -36,10 +36,11 @@ from tasb_ray.experiments.grid import (
     trial_training_config,
 )
 from tasb_ray.experiments.records import git_commit
+from tasb_ray.experiments.reference import REFERENCE_GROUP, UNTRAINED, reference_spec
 from tasb_ray.experiments.robustness import compare_groups, comparisons_table, group_summary, robustness_table
 from tasb_ray.experiments.shipping import pack
 from tasb_ray.experiments.trial import FINAL_MARKER, PER_QUERY, tune_trial
-from tasb_ray.fileio import write_text
+from tasb_ray.fileio import write_parquet, write_text
 from tasb_ray.pipeline.run import prepare_shared_stages
 from tasb_ray.reporting import build_report
 from tasb_ray.tracking import GROUP_TAG, KIND_TAG, SWEEP_TAG, Tracker, metric_key, resolve_tracking_uri
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 # Ray's socket paths (<temp>/session_<date>_<pid>/sockets/plasma_store) must fit in 107 bytes.
 MAX_RAY_TEMP_LEN = 45
 TABLE_METRICS = ("final_test/nDCG@10", "final_test/R@100", "final_dev/nDCG@10")
+# Logged per comparison to the summary run as compare/<group>__vs__<baseline>/<measure>/<stat>.
+COMPARISON_STATS = ("mean_diff", "ci95_low", "ci95_high", "sd_diff", "p_value", "p_perm", "p_holm", "p_perm_holm",
+                    "effect_size", "mde_queries", "mde_seeds", "queries", "seeds_a", "seeds_b")
 PIPELINE_METRICS = ("nDCG@10", "MRR@10", "R@100", "R@1000")
 # Paths differ per machine and per trial; they are not part of what a trial is.
 NOT_PARAMS = ("output_dir", "work_dir", "data.cache_dir", "progress")
@@ -154,7 +158,10 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
     base = _absolute_locations(base_training_dict(sweep), run_dir)
     trials = check_grid(sweep, base)
     baseline = baseline_group(sweep, trials)
+    reference = reference_spec(trials, baseline) if sweep.reference else None
     groups = {t.key: t.group for t in trials}
+    if reference is not None:
+        groups[reference[0].key] = reference[0].group
     # Only a sweep whose grid resolves gets a run directory: a typo leaves nothing behind.
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -174,6 +181,11 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
         # Checked before the shared stages: a sweep that can never place a trial should fail in seconds.
         want_gpu, max_concurrent = r.concurrency(cpus, gpus)
         configs = {t.key: trial_training_config(base, t, f"{sweep.name}/{t.key}") for t in trials}
+        specs = list(trials)
+        if reference is not None:
+            ref, source = reference
+            configs[ref.key] = trial_training_config(base, source, f"{sweep.name}/{ref.key}", extra=UNTRAINED)
+            specs.insert(0, ref)   # first: it is short, and runs beside the first training trial
         shared_paths = prepare_shared(configs, use_ray=True, say=say)
         bundle = build_bundle(shared_paths, Path(base["work_dir"])) if _ship(sweep) else None
 
@@ -182,7 +194,7 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
         say(concurrency_line(r.max_concurrent_trials, max_concurrent, want_gpu, gpus))
 
         payloads = []
-        for t in trials:
+        for t in specs:
             cfg_dict = to_dict(configs[t.key])
             cfg_dict["output_dir"] = None
             payloads.append({"key": t.key, "values": t.values, "group": t.group, "training": cfg_dict,
@@ -283,9 +295,15 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
               groups: dict[str, str], baseline: str) -> SweepResult:
     """Robustness statistics per group and paired tests against the baseline; aggregate and summary MLflow runs."""
     trials, metrics, per_query = _collect(grid)
+    reference = REFERENCE_GROUP if REFERENCE_GROUP in groups.values() else None
+    if reference is not None:
+        # It runs first, but closes every table: it is what the groups are measured against.
+        trials = pd.concat([trials[trials["group"] != reference], trials[trials["group"] == reference]],
+                           ignore_index=True)
+        metrics = {k: metrics[k] for k in sorted(metrics, key=lambda k: groups[k] == reference)}
     summary = group_summary(metrics, groups)
     test_pq = per_query[per_query["split"] == sweep.pipelines.split] if not per_query.empty else per_query
-    comparisons = compare_groups(test_pq, baseline, sweep.compare_metrics)
+    comparisons = compare_groups(test_pq, baseline, sweep.compare_metrics, reference=reference)
     robust = robustness_table(summary, TABLE_METRICS) if not summary.empty else pd.DataFrame()
     pipes = pipeline_table(summary) if not summary.empty else pd.DataFrame()
     tables = {"robustness": _markdown(robust), "comparisons": _markdown(comparisons_table(comparisons)),
@@ -294,6 +312,7 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
     out = run_dir / "results"
     out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / "robustness.csv", index=False)
+    write_parquet(out / "per_query.parquet", per_query)   # what experiments/power.py plans from
     comparisons.to_csv(out / "comparisons.csv", index=False)
     trials.to_csv(out / "trials.csv", index=False)
     for name, md in tables.items():
@@ -309,7 +328,9 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
         run_id = tracker.create_run(experiment_id, f"aggregate {group}",
                                     tags={KIND_TAG: "aggregate", GROUP_TAG: group, SWEEP_TAG: sweep.name})
         aggregate_run_ids.append(run_id)
-        seeds = [str(v) for v in finished.get("grid.seed", pd.Series(dtype=object)).tolist()]
+        # The reference row has no seed, so the column is float: 0.0 → "0".
+        seeds = [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+                 for v in finished.get("grid.seed", pd.Series(dtype=object)).dropna().tolist()]
         values = group_values.get(group, {})
         tracker.log_params(run_id, {**{k: v for k, v in values.items() if k != "seed"},
                                              "n_trials": int((trials["group"] == group).sum()),
@@ -324,12 +345,12 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
     summary_run_id = tracker.create_run(experiment_id, f"summary {sweep.name}",
                                         tags={KIND_TAG: "summary", SWEEP_TAG: sweep.name})
     tracker.log_params(summary_run_id, {"sweep": sweep.name, "grid": json.dumps(sweep.grid), "baseline": baseline,
-                                         "compare_metrics": ",".join(sweep.compare_metrics)})
+                                         "compare_metrics": ",".join(sweep.compare_metrics),
+                                         **({"reference": reference} if reference else {})})
     comp = {}
-    for r in comparisons.itertuples():
-        prefix = f"compare/{safe_name(r.group)}__vs__{safe_name(r.baseline)}/{metric_key(r.measure)}"
-        comp.update({f"{prefix}/p_value": r.p_value, f"{prefix}/effect_size": r.effect_size,
-                     f"{prefix}/mean_diff": r.mean_diff})
+    for r in comparisons.to_dict("records"):
+        prefix = f"compare/{safe_name(r['group'])}__vs__{safe_name(r['baseline'])}/{metric_key(r['measure'])}"
+        comp.update({f"{prefix}/{stat}": r[stat] for stat in COMPARISON_STATS if pd.notna(r[stat])})
     tracker.log_metrics(summary_run_id, comp)
     for name in ("robustness.csv", "comparisons.csv", "trials.csv", "robustness.md", "comparisons.md",
                  "pipelines.md"):

@@ -16,8 +16,11 @@ import pandas as pd
 from tasb_ray.errors import TasbRayError
 from tasb_ray.tracking import FINISHED, GROUP_TAG, KIND_TAG, TRIAL_LABEL_TAGS, RunRecord, Tracker, default_tracking_uri
 
-METRIC_PREFIXES = ("final_dev/", "final_test/", "pipeline/", "latency/")
-CURVE_METRICS = ("dev/nDCG_10", "train/loss")
+METRIC_PREFIXES = ("final_dev/", "final_test/", "pipeline/", "latency/", "plan/")
+# The loss terms after the total: each is drawn when the trainer logged it (older runs have only some).
+CURVE_METRICS = ("dev/nDCG_10", "train/loss", "train/loss_pair", "train/loss_inbatch", "train/loss_ratio",
+                 "train/margin_sd_pair", "train/margin_sd_inbatch")
+REQUIRED_CURVES = ("dev/nDCG_10", "train/loss")
 # Knobs read from params (``grid.<knob>`` is the driver's copy of the grid values).
 KNOBS = ("seed", "alpha", "clusters.k")
 
@@ -37,6 +40,8 @@ class SweepData:
         knobs: the grid keys other than the seed, in the grid's order (from the summary run's ``grid``
             param, else the known knobs that vary across trials).
         summary: the summary run's ``run_id``, ``params`` and ``metrics``; None when there is none yet.
+        reference: the untrained reference group (the summary run's ``reference`` param), listed last; None when
+            the sweep had none.
     """
 
     experiment: str
@@ -46,6 +51,16 @@ class SweepData:
     curves: pd.DataFrame
     knobs: list[str] = field(default_factory=list)
     summary: dict | None = None
+    reference: str | None = None
+
+    @property
+    def baseline(self) -> str | None:
+        return self.summary["params"].get("baseline") if self.summary else None
+
+    @property
+    def trained(self) -> pd.DataFrame:
+        """The trial rows without the untrained reference (what the knob plots vary)."""
+        return self.trials if self.reference is None else self.trials[self.trials["group"] != self.reference]
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -145,8 +160,16 @@ def collect_sweep(experiment: str, tracking_uri: str | None = None) -> SweepData
         s = summaries[-1]
         summary = {"run_id": s.run_id, "params": dict(s.params), "metrics": dict(s.metrics)}
     grid_keys = _grid_keys(summary["params"]) if summary else None
+    reference = summary["params"].get("reference") if summary else None
+    if reference is not None and (trials["group"] == reference).any():
+        # The reference trial starts first (it is short); it is the yardstick, so it closes every table.
+        last = trials["group"] == reference
+        trials = pd.concat([trials[~last], trials[last]], ignore_index=True)
+    else:
+        reference = None
     if grid_keys is not None:
         knobs = [k for k in grid_keys if k != "seed"]
     else:
-        knobs = [k for k in KNOBS if k != "seed" and k in trials.columns and trials[k].nunique() > 1]
-    return SweepData(experiment, experiment_id, uri, trials, curves, knobs, summary)
+        rest = trials if reference is None else trials[trials["group"] != reference]
+        knobs = [k for k in KNOBS if k != "seed" and k in rest.columns and rest[k].nunique() > 1]
+    return SweepData(experiment, experiment_id, uri, trials, curves, knobs, summary, reference)

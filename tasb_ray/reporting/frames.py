@@ -183,13 +183,72 @@ def thin_curves(curves: pd.DataFrame, max_points: int) -> tuple[pd.DataFrame, in
     return out.reset_index(drop=True), len(curves) - len(out)
 
 
+COMPARE_STATS = ("mean_diff", "ci95_low", "ci95_high", "sd_diff", "effect_size", "p_value", "p_perm", "p_holm",
+                 "p_perm_holm", "mde_queries", "mde_seeds", "queries", "seeds_a", "seeds_b")
+_COMPARE_KEY = re.compile(r"compare/(.+?)__vs__(.+?)/(.+)/(" + "|".join(COMPARE_STATS) + ")")
+
+
 def comparisons(summary_metrics: dict[str, float]) -> pd.DataFrame:
-    """The summary run's paired comparisons, ``compare/<A>__vs__<B>/<metric>/<stat>``, one row per (A, B, metric)."""
+    """The summary run's paired comparisons, ``compare/<A>__vs__<B>/<metric>/<stat>``, one row per (A, B, metric).
+
+    Columns ``group, baseline, metric`` then the statistics of :data:`COMPARE_STATS` that were logged (older sweeps
+    logged only ``mean_diff``, ``effect_size`` and ``p_value``).
+    """
     rows: dict[tuple, dict] = {}
     for key, value in summary_metrics.items():
-        m = re.fullmatch(r"compare/(.+?)__vs__(.+?)/(.+)/(p_value|effect_size|mean_diff)", key)
+        m = _COMPARE_KEY.fullmatch(key)
         if m:
             rows.setdefault(m.groups()[:3], {})[m.group(4)] = float(value)
-    cols = ["group", "baseline", "metric", "mean_diff", "effect_size", "p_value"]
-    out = [{"group": g, "baseline": b, "metric": metric, **stats} for (g, b, metric), stats in sorted(rows.items())]
+    logged = {stat for r in rows.values() for stat in r}
+    stats = [s for s in ("mean_diff", "effect_size", "p_value") if s in logged or not rows] + [
+        s for s in COMPARE_STATS if s in logged and s not in ("mean_diff", "effect_size", "p_value")]
+    cols = ["group", "baseline", "metric", *stats]
+    out = [{"group": g, "baseline": b, "metric": metric, **st} for (g, b, metric), st in sorted(rows.items())]
     return pd.DataFrame(out, columns=cols)
+
+
+def mlflow_name(label: str) -> str:
+    """A group label as the sweep driver writes it into metric keys (``experiments.grid.safe_name``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "all"
+
+
+def answer(summary_metrics: dict[str, float], groups, baseline: str | None, reference: str | None) -> pd.DataFrame:
+    """The report's opening table: each group against the baseline and against the untrained reference.
+
+    One row per (group, against, measure) with the mean difference, its 95% CI, the Holm-corrected p-values of the
+    t-test and the randomization test, and the minimum detectable effects over queries and over seeds. Group names
+    are the sweep's labels (``groups``), matched to the summary run's metric keys.
+    """
+    cols = ["group", "against", "measure", "difference", "ci95_low", "ci95_high", "p_holm", "p_perm_holm",
+            "mde_queries", "mde_seeds"]
+    table = comparisons(summary_metrics)
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    names = {mlflow_name(g): g for g in groups}
+    against = [mlflow_name(g) for g in (baseline, reference) if g]
+    rows = []
+    for r in table.to_dict("records"):
+        if against and r["baseline"] not in against:
+            continue
+        rows.append({"group": names.get(r["group"], r["group"]), "against": names.get(r["baseline"], r["baseline"]),
+                     "measure": r["metric"], "difference": r.get("mean_diff", math.nan),
+                     **{c: r.get(c, math.nan) for c in cols[4:]}})
+    out = pd.DataFrame(rows, columns=cols)
+    # Against the baseline first, then against the reference; groups in the sweep's order.
+    order = {g: i for i, g in enumerate(groups)}
+    out["_a"] = (out["against"] != (baseline or "")).astype(int)
+    out["_g"] = out["group"].map(order).fillna(len(order))
+    out["_m"] = out["measure"].map({m: i for i, m in enumerate(MEASURES)}).fillna(len(MEASURES))
+    return out.sort_values(["_a", "_g", "_m"], kind="stable").drop(columns=["_a", "_g", "_m"]).reset_index(drop=True)
+
+
+def plan_stats(trials: pd.DataFrame) -> pd.DataFrame:
+    """Mean over each group's finished trials of every ``plan/...`` metric (the batch plan's statistics)."""
+    keys = sorted(c for c in trials.columns if c.startswith("plan/"))
+    done = trials[trials["status"] == FINISHED]
+    rows = []
+    for group, part in done.groupby("group", sort=False):
+        if keys and part[keys].notna().any(axis=None):
+            rows.append({"group": group, "n": int(part[keys].notna().any(axis=1).sum()),
+                         **{k.removeprefix("plan/"): float(part[k].mean()) for k in keys}})
+    return pd.DataFrame(rows, columns=["group", "n", *(k.removeprefix("plan/") for k in keys)])

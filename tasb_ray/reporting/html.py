@@ -146,20 +146,23 @@ def render_section(s: Section) -> str:
     return "\n".join(parts)
 
 
-def render_page(title: str, meta: list[tuple[str, str]], sections: list[Section]) -> str:
+def render_page(title: str, meta: list[tuple[str, str]], sections: list[Section],
+                lead: list[Section] = ()) -> str:
     """The whole document.
 
     Args:
         title: page title and heading.
         meta: ``(label, value)`` pairs listed under the heading.
         sections: in order.
+        lead: sections above the metadata (the answer comes before how it was obtained).
     """
     meta_html = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in meta)
-    toc = "".join(f'<li><a href="#{html.escape(s.id)}">{html.escape(s.title)}</a></li>' for s in sections)
+    toc = "".join(f'<li><a href="#{html.escape(s.id)}">{html.escape(s.title)}</a></li>' for s in [*lead, *sections])
     body = "\n".join(render_section(s) for s in sections)
+    lead_html = "".join(render_section(s) + "\n" for s in lead)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{html.escape(title)}</title>\n<style>{CSS}</style></head>\n<body>\n"
-            f'<h1>{html.escape(title)}</h1>\n<dl class="meta">{meta_html}</dl>\n<nav><ul>{toc}</ul></nav>\n'
+            f'<h1>{html.escape(title)}</h1>\n{lead_html}<dl class="meta">{meta_html}</dl>\n<nav><ul>{toc}</ul></nav>\n'
             f"{body}\n</body></html>\n")

@@ -21,6 +21,7 @@ from tasb_ray.reporting.frames import knob_values, series_label
 from tasb_ray.tracking import FINISHED
 
 FAILED_STYLE = {"marker": "x", "color": "#d62728", "markersize": 9, "markeredgewidth": 2, "linestyle": "none"}
+REFERENCE_STYLE = {"color": "#555", "linestyle": ":", "linewidth": 1.3}
 RC = {"svg.fonttype": "none", "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"], "font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.titlesize": 10}
 
 
@@ -84,17 +85,24 @@ def _jitter(n: int, width: float) -> np.ndarray:
 def short_labels(groups: list[str]) -> tuple[list[str], str]:
     """Group labels without their keys when every label is ``k=v,...`` over the same keys, and those keys.
 
-    ``["sampler.sampling=random", "sampler.sampling=tasb"]`` → ``(["random", "tasb"], "sampler.sampling")``.
+    ``["sampler.sampling=random", "sampler.sampling=tasb"]`` → ``(["random", "tasb"], "sampler.sampling")``; a bare
+    name among them (``untrained``) is kept.
     """
     parts = [[p.partition("=") for p in g.split(",")] for g in groups]
-    keys = [tuple(k for k, sep, _ in ps) for ps in parts]
-    if groups and all(sep for ps in parts for _, sep, _ in ps) and len(set(keys)) == 1:
-        return [",\n".join(v for _, _, v in ps) for ps in parts], ", ".join(keys[0])
+    # A bare name (the untrained reference) stays as it is beside shortened k=v labels.
+    kv = [ps for ps in parts if all(sep for _, sep, _ in ps)]
+    keys = {tuple(k for k, _, _ in ps) for ps in kv}
+    if kv and len(keys) == 1 and all(len(ps) == 1 and not ps[0][1] for ps in parts if ps not in kv):
+        return [",\n".join(v for _, _, v in ps) if ps in kv else ps[0][0] for ps in parts], ", ".join(next(iter(keys)))
     return [g.replace(",", ",\n") for g in groups], "configuration group"
 
 
-def seed_spread(trials: pd.DataFrame, metrics: list[str]) -> str:
-    """Per metric, one column per configuration group: the seeds' values, a box, and mean ± sd."""
+def seed_spread(trials: pd.DataFrame, metrics: list[str], reference: dict[str, float] | None = None) -> str:
+    """Per metric, one column per configuration group: the seeds' values, a box, and mean ± sd.
+
+    ``reference``: metric → the untrained student's value, drawn as a dotted line across the groups.
+    """
+    reference = reference or {}
     groups = list(dict.fromkeys(trials["group"]))
     colors = palette(groups)
     with matplotlib.rc_context(RC):
@@ -124,6 +132,8 @@ def seed_spread(trials: pd.DataFrame, metrics: list[str]) -> str:
             ax.set_xlabel(xlabel, fontsize=7)
             ax.set_xlim(-0.6, len(groups) - 0.3)
             ax.set_title(pretty(metric))
+            if metric in reference:
+                ax.axhline(reference[metric], label="untrained" if ax is axes[0] else None, **REFERENCE_STYLE)
         _failed_legend(axes[0], trials)
     return to_svg(fig, "plot-seed-spread")
 
@@ -180,8 +190,13 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def training_curves(curves: pd.DataFrame, metrics: list[str], max_points: int = 1000) -> str:
-    """Per curve metric, one line per trial coloured by group; failed trials dashed and crossed at their last step."""
+def training_curves(curves: pd.DataFrame, metrics: list[str], reference: dict[str, float] | None = None,
+                    max_points: int = 1000) -> str:
+    """Per curve metric, one line per trial coloured by group; failed trials dashed and crossed at their last step.
+
+    ``reference``: curve metric → the untrained student's value, a dotted horizontal line on that panel.
+    """
+    reference = reference or {}
     groups = list(dict.fromkeys(curves["group"]))
     colors = palette(groups)
     with matplotlib.rc_context(RC):
@@ -198,6 +213,9 @@ def training_curves(curves: pd.DataFrame, metrics: list[str], max_points: int = 
                 seen.add(group)
                 if failed:
                     ax.plot(part["step"].iloc[-1:], part["value"].iloc[-1:], **FAILED_STYLE)
+            if metric in reference:
+                ax.axhline(reference[metric], label="untrained", **REFERENCE_STYLE)
+                ax.legend(fontsize=7)
             ax.set_xlabel("step")
             ax.set_title(pretty(metric))
         _failed_legend(axes[0], curves.drop_duplicates("run_id"))

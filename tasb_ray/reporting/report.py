@@ -17,14 +17,41 @@ import pandas as pd
 from tasb_ray.errors import TasbRayError
 from tasb_ray.fileio import write_text
 from tasb_ray.reporting import frames, plots
-from tasb_ray.reporting.collect import CURVE_METRICS, FINISHED, SweepData, collect_sweep
+from tasb_ray.reporting.collect import CURVE_METRICS, FINISHED, REQUIRED_CURVES, SweepData, collect_sweep
 from tasb_ray.reporting.html import Plot, Section, Table, render_page
-from tasb_ray.tracking import KIND_TAG, Tracker, check_sqlite_store, sqlite_path
+from tasb_ray.tracking import KIND_TAG, Tracker, check_sqlite_store
 
 REPORT_NAME = "report.html"
 SWEEP_KNOBS = ("alpha", "clusters.k")  # always get a section, with a note when they do not vary
 KNOB_TITLES = {"alpha": "α (in-batch loss weight)", "clusters.k": "cluster count"}
 CURVE_TABLE_POINTS = 25
+# The reference's final metric drawn as a line on the curve of the same measure.
+CURVE_REFERENCE = {"dev/nDCG_10": "final_dev/nDCG_10"}
+
+
+def _reference_values(data: SweepData, metrics) -> dict[str, float]:
+    """metric → the untrained reference's value (finished reference trial only)."""
+    if data.reference is None:
+        return {}
+    ref = data.finished[data.finished["group"] == data.reference]
+    return {m: float(ref[m].mean()) for m in metrics if m in ref.columns and ref[m].notna().any()}
+
+
+def _answer_section(data: SweepData) -> Section | None:
+    if data.summary is None:
+        return None
+    groups = list(dict.fromkeys(data.trials["group"]))
+    table = frames.answer(data.summary["metrics"], groups, data.baseline, data.reference)
+    if table.empty:
+        return None
+    against = " and against the untrained student (the reference group)" if data.reference else ""
+    return Section("sec-answer", "The answer",
+                   f"Each group against the baseline ({data.baseline}){against}, on the test queries: the mean "
+                   "per-query difference with its 95% CI, the Holm-corrected p-values of the paired t-test and of the "
+                   "paired randomization test (over every comparison and measure), and the smallest difference the "
+                   "queries and the seeds at hand detect at 80% power (two-sided, α 0.05).",
+                   tables=[Table("table-answer", table, "difference = group − against; an effect below mde_queries "
+                                 "or mde_seeds is one this sweep cannot tell from noise.")])
 
 
 def _trials_section(data: SweepData) -> Section:
@@ -45,6 +72,16 @@ def _trials_section(data: SweepData) -> Section:
                                  "(latest value of each MLflow metric).", digits=dict.fromkeys(knobs))], notes=notes)
 
 
+def _plan_section(data: SweepData) -> Section | None:
+    table = frames.plan_stats(data.trials)
+    if table.empty:
+        return None
+    return Section("sec-plan", "Batch plan statistics",
+                   "What the sampler's batch plan looked like in each group (plan/ metrics of the trials), e.g. the "
+                   "share of single-cluster batches and of same-cluster pairs.",
+                   tables=[Table("table-plan", table, "Mean over the finished trials of each group.")])
+
+
 def _spread_section(data: SweepData) -> Section:
     metrics = [m for m in frames.FINAL_METRICS if m in data.trials.columns and data.finished[m].notna().any()]
     s = Section("sec-seed-spread", "Seed robustness per configuration",
@@ -53,9 +90,11 @@ def _spread_section(data: SweepData) -> Section:
     if not metrics:
         s.notes.append("No final metrics from finished trials; nothing to show.")
         return s
-    s.plots.append(Plot("plot-seed-spread", plots.seed_spread(data.trials, metrics),
+    reference = _reference_values(data, metrics)
+    s.plots.append(Plot("plot-seed-spread", plots.seed_spread(data.trials, metrics, reference),
                         "Final metrics across seeds per configuration group. Red ×: failed or unfinished trial "
-                        "(on the lower edge when it logged no value)."))
+                        "(on the lower edge when it logged no value)."
+                        + (" Dotted line: the untrained student." if reference else "")))
     s.tables.append(Table("table-seed-spread", frames.seed_spread(data.trials, metrics),
                           "Statistics over the finished trials of each group (sd: sample sd, ddof 1)."))
     return s
@@ -65,25 +104,26 @@ def _knob_section(data: SweepData, knob: str) -> Section:
     slug = plots.slug(knob)
     title = f"Metric vs {KNOB_TITLES.get(knob, knob)}"
     s = Section(f"sec-vs-{slug}", title)
-    values = frames.knob_values(data.trials, knob)
-    if knob not in data.trials.columns:
+    trials = data.trained
+    values = frames.knob_values(trials, knob)
+    if knob not in trials.columns:
         s.notes.append(f"Parameter {knob!r} was not logged by the trials; section omitted.")
         return s
     if len(values) < 2:
         shown = f" (all trials have {knob}={values[0]})" if values else ""
         s.notes.append(f"No variation in {knob}{shown}; plot omitted.")
         return s
-    metrics = [m for m in frames.FINAL_METRICS if m.startswith("final_test/") and m in data.trials.columns]
-    metrics = metrics or [m for m in frames.FINAL_METRICS if m in data.trials.columns]
+    metrics = [m for m in frames.FINAL_METRICS if m.startswith("final_test/") and m in trials.columns]
+    metrics = metrics or [m for m in frames.FINAL_METRICS if m in trials.columns]
     if not metrics:
         s.notes.append("No final metrics logged; plot omitted.")
         return s
     others = [k for k in data.knobs if k != knob]
     s.intro = (f"Each point is one seed; lines join the means (± sample sd) at each value of {knob}"
                + (", one line per setting of the other grid keys." if len(others) else "."))
-    s.plots.append(Plot(f"plot-vs-{slug}", plots.knob_sweep(data.trials, knob, metrics, others),
+    s.plots.append(Plot(f"plot-vs-{slug}", plots.knob_sweep(trials, knob, metrics, others),
                         f"Final test metrics against {knob}. Red ×: failed or unfinished trial."))
-    s.tables.append(Table(f"table-vs-{slug}", frames.knob_sweep(data.trials, knob, metrics, others),
+    s.tables.append(Table(f"table-vs-{slug}", frames.knob_sweep(trials, knob, metrics, others),
                           f"Statistics over finished seeds at each {knob} (failed: trials not finished).",
                           digits={knob: None}))
     return s
@@ -91,18 +131,22 @@ def _knob_section(data: SweepData, knob: str) -> Section:
 
 def _curves_section(data: SweepData) -> Section:
     s = Section("sec-training-curves", "Training curves",
-                "Dev nDCG@10 (periodic evaluation) and training loss against the optimizer step, one line per trial. "
+                "Dev nDCG@10 (periodic evaluation), the training loss and each of its logged terms (pairwise and "
+                "in-batch Margin-MSE, their ratio, the margin sds) against the optimizer step, one line per trial. "
                 "Dashed with a red × at the end: failed or unfinished trial.")
     present = [m for m in CURVE_METRICS if (data.curves["metric"] == m).any()]
-    for m in CURVE_METRICS:
+    for m in REQUIRED_CURVES:
         if m not in present:
             why = "periodic dev evaluation was off or has not run yet" if m.startswith("dev/") else "not logged"
             s.notes.append(f"No {m} history ({why}).")
     if not present:
         return s
     curves = data.curves[data.curves["metric"].isin(present)]
-    s.plots.append(Plot("plot-training-curves", plots.training_curves(curves, present),
-                        "Metric history per trial (MLflow get_metric_history)."))
+    values = _reference_values(data, CURVE_REFERENCE.values())
+    reference = {c: values[f] for c, f in CURVE_REFERENCE.items() if f in values and c in present}
+    s.plots.append(Plot("plot-training-curves", plots.training_curves(curves, present, reference),
+                        "Metric history per trial (MLflow get_metric_history)."
+                        + (" Dotted line: the untrained student's final dev nDCG@10." if reference else "")))
     thin, dropped = frames.thin_curves(curves, CURVE_TABLE_POINTS)
     thin = thin[["run_id", "trial", "metric", "step", "value"]]
     caption = "Metric history per trial"
@@ -152,10 +196,11 @@ def _comparisons_section(data: SweepData) -> Section | None:
 
 def build_sections(data: SweepData) -> list[Section]:
     """Every section of the report, in page order."""
-    knobs = list(dict.fromkeys([*SWEEP_KNOBS, *[k for k in data.knobs if k in data.trials.columns
-                                                and pd.api.types.is_numeric_dtype(data.trials[k])]]))
+    knobs = list(dict.fromkeys([*SWEEP_KNOBS, *[k for k in data.knobs if k in data.trained.columns
+                                                and pd.api.types.is_numeric_dtype(data.trained[k])]]))
     sections = [_spread_section(data), *(_knob_section(data, k) for k in knobs), _curves_section(data),
-                _recall_section(data), _latency_section(data), _comparisons_section(data), _trials_section(data)]
+                _plan_section(data), _recall_section(data), _latency_section(data), _comparisons_section(data),
+                _trials_section(data)]
     return [s for s in sections if s is not None]
 
 
@@ -166,10 +211,12 @@ def render_report(data: SweepData, generated: str | None = None) -> str:
             ("groups", ", ".join(dict.fromkeys(data.trials["group"])))]
     if data.summary is not None:
         params = data.summary["params"]
-        meta += [(k, params[k]) for k in ("sweep", "grid", "baseline") if k in params]
+        meta += [(k, params[k]) for k in ("sweep", "grid", "baseline", "reference") if k in params]
         meta.append(("summary run", data.summary["run_id"]))
     meta.append(("generated", generated or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
-    return render_page(f"tasb-ray sweep report: {data.experiment}", meta, build_sections(data))
+    answer = _answer_section(data)
+    return render_page(f"tasb-ray sweep report: {data.experiment}", meta, build_sections(data),
+                       lead=[answer] if answer else [])
 
 
 def build_report(experiment: str, tracking_uri: str | None = None, out: str | os.PathLike = REPORT_NAME) -> Path:
@@ -218,9 +265,7 @@ def log_report(report: str | os.PathLike, tracking_uri: str, run_id: str | None 
     report = Path(report)
     if not report.is_file():
         raise TasbRayError(f"{report}: no such report file")
-    path = sqlite_path(tracking_uri)
-    if path is not None:
-        check_sqlite_store(path, tracking_uri, must_exist=True)
+    check_sqlite_store(tracking_uri, must_exist=True)
     tracker = Tracker(tracking_uri)
     if run_id is None:
         if experiment is None:

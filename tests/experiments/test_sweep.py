@@ -14,17 +14,22 @@ def _client(sweep):
     return MlflowClient(sweep.result.tracking_uri)
 
 
-def _runs(sweep, kind):
+def _runs(sweep, kind, trained=None):
+    """Runs of ``kind``; ``trained`` True / False keeps only the trained groups' / the untrained reference's."""
     client = _client(sweep)
-    return client.search_runs([sweep.result.experiment_id], filter_string=f"tags.`tasb.kind` = '{kind}'")
+    runs = client.search_runs([sweep.result.experiment_id], filter_string=f"tags.`tasb.kind` = '{kind}'")
+    if trained is None:
+        return runs
+    return [r for r in runs if (r.data.tags.get("tasb.group") != "untrained") == trained]
 
 
 def test_tiny_sweep_logs_trials_to_mlflow(tiny_sweep):
     result = tiny_sweep.result
     assert result.tracking_uri == f"sqlite:///{tiny_sweep.root / 'run' / 'mlflow.db'}"
-    assert list(result.trials["status"]) == ["FINISHED", "FINISHED"]
-    trials = _runs(tiny_sweep, "trial")
-    assert len(trials) == 2
+    assert list(result.trials["status"]) == ["FINISHED"] * 3
+    assert list(result.trials["group"]) == ["all", "all", "untrained"]   # the reference closes the tables
+    trials = _runs(tiny_sweep, "trial", trained=True)
+    assert len(trials) == 2 and len(_runs(tiny_sweep, "trial")) == 3
     client = _client(tiny_sweep)
     for run in trials:
         p = run.data.params
@@ -49,9 +54,9 @@ def test_tiny_sweep_logs_trials_to_mlflow(tiny_sweep):
 
 
 def test_tiny_sweep_aggregate_run(tiny_sweep):
-    (agg,) = _runs(tiny_sweep, "aggregate")
+    (agg,) = _runs(tiny_sweep, "aggregate", trained=True)
     m = agg.data.metrics
-    trials = {r.data.params["seed"]: r.data.metrics for r in _runs(tiny_sweep, "trial")}
+    trials = {r.data.params["seed"]: r.data.metrics for r in _runs(tiny_sweep, "trial", trained=True)}
     values = [trials[s]["final_test/nDCG_10"] for s in ("0", "1")]
     assert m["final_test/nDCG_10/mean"] == pytest.approx(sum(values) / 2)
     assert m["final_test/nDCG_10/sd"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
@@ -71,7 +76,7 @@ def test_killed_trial_resumes_to_the_uninterrupted_result(tiny_sweep, tmp_path):
 
     marker = tiny_sweep.root / "run" / "faults" / "seed_1.done"
     assert marker.is_file(), "the fault was not injected"
-    (killed,) = [r for r in _runs(tiny_sweep, "trial") if r.data.params["seed"] == "1"]
+    (killed,) = [r for r in _runs(tiny_sweep, "trial", trained=True) if r.data.params["seed"] == "1"]
     assert killed.data.tags.get("tasb.retries") == "1"
 
     # The same trial, uninterrupted, in this process.
@@ -121,7 +126,7 @@ def test_report_of_the_real_tiny_sweep_in_chromium(tiny_sweep):
     report = tiny_sweep.root / "run" / "results" / "report.html"
     assert report.is_file()
     (summary,) = _runs(tiny_sweep, "summary")
-    (aggregate,) = _runs(tiny_sweep, "aggregate")
+    (aggregate, _) = _runs(tiny_sweep, "aggregate")
     for run in (summary, aggregate):
         assert "report.html" in {a.path for a in _client(tiny_sweep).list_artifacts(run.info.run_id)}
     if chromium_path() is None:
@@ -134,9 +139,60 @@ def test_report_of_the_real_tiny_sweep_in_chromium(tiny_sweep):
         assert f'id="{plot}"' in page.html, plot
     client = _client(tiny_sweep)
     rows = tables["table-trials"].rows
-    assert len(rows) == 2
+    assert len(rows) == 3
     for row in rows:
         run = client.get_run(row.attrs["data-run-id"])
         assert row.cells["status"].text == "FINISHED"
         value = run.data.metrics["final_test/nDCG_10"]
         assert float(row.cells["final_test/nDCG_10"].value) == value
+
+
+def test_untrained_reference_is_the_student_before_training(tiny_sweep):
+    """The reference trial's metrics are the untrained student's, evaluated here directly at the trials' settings."""
+    from tasb_ray.config import from_dict
+    from tasb_ray.data import PreparedDataset
+    from tasb_ray.evaluation.first_stage import build_dense_index, dense_search
+    from tasb_ray.evaluation.metrics import evaluate
+    from tasb_ray.models.encoder import BertDot
+    from tasb_ray.pipeline.run import open_data
+    from tasb_ray.training.config import TrainingConfig
+
+    (ref,) = _runs(tiny_sweep, "trial", trained=False)
+    assert ref.info.run_name == "untrained" and ref.info.status == "FINISHED"
+    assert ref.data.params["optim.max_steps"] == "0" and ref.data.params["eval.every"] == "0"
+    assert _client(tiny_sweep).get_metric_history(ref.info.run_id, "train/loss") == []
+    base = yaml.safe_load((tiny_sweep.root / "base.yaml").read_text())
+    cfg = from_dict(TrainingConfig, {**base, "progress": False})
+    ds: PreparedDataset = open_data(cfg)
+    s = cfg.student
+    student = BertDot(s.model, pooling=s.pooling, normalize=s.normalize, query_max_len=s.query_max_len,
+                      passage_max_len=s.passage_max_len, attention_dropout=s.attention_dropout,
+                      score_scale=s.score_scale).eval()
+    index = build_dense_index(student, ds.corpus(), cfg.eval.batch_size)
+    for split in ("dev", "test"):
+        run = dense_search(student, index, ds.queries(split), cfg.eval.k, cfg.eval.batch_size)
+        expected = evaluate(run, ds.qrels(split), cfg.eval.metrics, cfg.data.rel_level)
+        for metric, value in expected.items():
+            assert ref.data.metrics[f"final_{split}/{metric.replace('@', '_')}"] == pytest.approx(value, abs=1e-6)
+    assert "pipeline/dense/nDCG_10" in ref.data.metrics
+
+
+def test_reference_group_in_tables_and_comparisons(tiny_sweep):
+    result = tiny_sweep.result
+    tables = result.tables
+    assert "| untrained |" in tables["robustness"] and "| untrained | dense |" in tables["pipelines"]
+    comp = result.comparisons
+    assert list(zip(comp["group"], comp["baseline"])) == [("all", "untrained")] * 2
+    header = tables["comparisons"].splitlines()[0]
+    for col in ("mean_diff", "95% CI", "sd_diff", "p_t", "p_perm", "p_t_holm", "p_perm_holm", "mde_queries",
+                "mde_seeds"):
+        assert f" {col} |" in header, col
+    row = comp.iloc[0]
+    assert row["ci95_low"] <= row["mean_diff"] <= row["ci95_high"] and row["p_holm"] >= row["p_value"]
+    (summary,) = _runs(tiny_sweep, "summary")
+    assert summary.data.params["reference"] == "untrained"
+    m = summary.data.metrics
+    for stat in ("mean_diff", "ci95_low", "ci95_high", "sd_diff", "p_value", "p_perm", "p_holm", "mde_queries",
+                 "mde_seeds"):
+        assert f"compare/all__vs__untrained/nDCG_10/{stat}" in m, stat
+    assert (tiny_sweep.root / "run" / "results" / "per_query.parquet").is_file()

@@ -63,7 +63,8 @@ def _final_value(rng, values: dict, seed: int, measure: str) -> float:
 
 def write_fake_sweep(tracking_uri: str, experiment: str, grid: dict | None = None, failed=(), running=(),
                      steps: int = 40, dev_every: int | None = 10, pipelines: bool = True,
-                     artifact_dir: Path | None = None, summary: bool = True) -> FakeSweep:
+                     artifact_dir: Path | None = None, summary: bool = True, reference: bool = False,
+                     loss_terms: bool = False, plan: bool = False) -> FakeSweep:
     """Write one sweep (trial, aggregate and summary runs) into ``experiment`` at ``tracking_uri``.
 
     Args:
@@ -77,6 +78,10 @@ def write_fake_sweep(tracking_uri: str, experiment: str, grid: dict | None = Non
         pipelines: log ``pipeline/*`` and ``latency/*`` metrics.
         artifact_dir: artifact root of the experiment.
         summary: write aggregate and summary runs.
+        reference: an untrained reference trial (group ``untrained``, started first, no training curves), compared
+            against in the summary run with every statistic the sweep driver logs.
+        loss_terms: log ``train/loss_pair`` and ``train/loss_inbatch`` beside ``train/loss``.
+        plan: log ``plan/*`` batch-plan statistics with the final metrics.
     """
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
@@ -88,8 +93,13 @@ def write_fake_sweep(tracking_uri: str, experiment: str, grid: dict | None = Non
     keys = list(grid)
     out = FakeSweep(experiment, exp_id, [])
     now = int(time.time() * 1000)
-    for i, combo in enumerate(itertools.product(*(grid[k] for k in keys))):
-        values = dict(zip(keys, combo))
+    combos = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    if reference:
+        combos.insert(0, None)
+    for i, values in enumerate(combos):
+        if values is None:
+            _write_reference(client, exp_id, out, now + i, pipelines)
+            continue
         seed = int(values.get("seed", 0))
         group_values = {k: v for k, v in values.items() if k != "seed"}
         group = _group_label(group_values) if group_values else "base"
@@ -118,6 +128,9 @@ def write_fake_sweep(tracking_uri: str, experiment: str, grid: dict | None = Non
         for step in range(n_steps):
             add("train/loss", 2.0 * np.exp(-step / 15) + 0.1 + rng.normal(0, 0.02), step)
             add("train/lr", 7e-6, step)
+            if loss_terms:
+                add("train/loss_pair", 1.5 * np.exp(-step / 15) + 0.05, step)
+                add("train/loss_inbatch", 0.6 * np.exp(-step / 10) + 0.05, step)
             if dev_every and step % dev_every == 0:
                 add("dev/nDCG_10", 0.4 + 0.15 * (1 - np.exp(-step / 20)) + rng.normal(0, 0.005), step)
         if status == "FINISHED":
@@ -125,6 +138,9 @@ def write_fake_sweep(tracking_uri: str, experiment: str, grid: dict | None = Non
             for split in ("dev", "test"):
                 for m in MEASURES:
                     add(f"final_{split}/{m}", _final_value(rng, values, seed, m), last)
+            if plan:
+                add("plan/single_cluster_share", 0.8 if values.get("sampler.sampling") == "tasb" else 0.05, last)
+                add("plan/queries_per_epoch", 728, last)
             if pipelines:
                 for j, p in enumerate(PIPELINES):
                     r = 0.3 + 0.05 * j + rng.normal(0, 0.005)
@@ -143,15 +159,44 @@ def write_fake_sweep(tracking_uri: str, experiment: str, grid: dict | None = Non
             client.set_terminated(rid, status)
         out.trials.append(trial)
     if summary:
-        _write_aggregates(client, exp_id, out, grid)
+        _write_aggregates(client, exp_id, out, grid, reference)
     return out
+
+
+REFERENCE_VALUES = {"nDCG_10": 0.51, "MRR_10": 0.47, "R_100": 0.83, "R_1000": 0.94}
+
+
+def _write_reference(client, exp_id: str, sweep: FakeSweep, start: int, pipelines: bool) -> None:
+    from mlflow.entities import Metric, Param
+
+    params = {"seed": 0, "alpha": 0.75, "clusters.k": 20, "sampler.sampling": "random", "optim.max_steps": 0,
+              "student.model": "tiny", "git_commit": "abc123"}
+    run = client.create_run(exp_id, run_name="untrained", start_time=start, tags={
+        "tasb.kind": "trial", "tasb.group": "untrained", "tasb.trial_key": "untrained", "tasb.sweep": sweep.experiment})
+    rid = run.info.run_id
+    trial = FakeTrial("untrained", "untrained", "FINISHED", rid, {k: str(v) for k, v in params.items()})
+    metrics = {f"final_{split}/{m}": v + (0.1 if split == "dev" else 0.0) for split in ("dev", "test")
+               for m, v in REFERENCE_VALUES.items()}
+    if pipelines:
+        metrics.update({f"pipeline/dense/R_{d}": min(1.0, 0.3 + 0.1 * np.log10(d)) for d in DEPTHS})
+    trial.metrics.update(metrics)
+    client.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()],
+                     metrics=[Metric(k, v, start, 0) for k, v in metrics.items()])
+    client.set_terminated(rid, "FINISHED")
+    sweep.trials.append(trial)
 
 
 def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", label)
 
 
-def _write_aggregates(client, exp_id: str, sweep: FakeSweep, grid: dict) -> None:
+# What the sweep driver logs per comparison (experiments/sweep.py COMPARISON_STATS), with made-up values.
+FULL_STATS = {"mean_diff": 0.012, "ci95_low": -0.004, "ci95_high": 0.028, "sd_diff": 0.14, "p_value": 0.04,
+              "p_perm": 0.05, "p_holm": 0.12, "p_perm_holm": 0.15, "effect_size": 0.3, "mde_queries": 0.0226,
+              "mde_seeds": 0.018, "queries": 300, "seeds_a": 3, "seeds_b": 3}
+
+
+def _write_aggregates(client, exp_id: str, sweep: FakeSweep, grid: dict, reference: bool = False) -> None:
     from mlflow.entities import Metric, Param
 
     now = int(time.time() * 1000)
@@ -165,13 +210,23 @@ def _write_aggregates(client, exp_id: str, sweep: FakeSweep, grid: dict) -> None
             for m in MEASURES if done])
         client.set_terminated(run.info.run_id, "FINISHED")
     run = client.create_run(exp_id, run_name="summary", tags={"tasb.kind": "summary"})
-    groups = list(dict.fromkeys(t.group for t in sweep.trials))
+    groups = [g for g in dict.fromkeys(t.group for t in sweep.trials) if g != "untrained"]
     metrics = []
-    for g in groups[1:]:
-        for stat, v in (("p_value", 0.04), ("effect_size", 0.3), ("mean_diff", 0.012)):
-            metrics.append(Metric(f"compare/{_safe(g)}__vs__{_safe(groups[0])}/nDCG_10/{stat}", v, now, 0))
-    client.log_batch(run.info.run_id, params=[Param("sweep", sweep.experiment), Param("grid", json.dumps(grid)),
-                                              Param("baseline", groups[0])], metrics=metrics)
+    if not reference:
+        for g in groups[1:]:
+            for stat, v in (("p_value", 0.04), ("effect_size", 0.3), ("mean_diff", 0.012)):
+                metrics.append(Metric(f"compare/{_safe(g)}__vs__{_safe(groups[0])}/nDCG_10/{stat}", v, now, 0))
+    else:
+        pairs = [(g, groups[0]) for g in groups[1:]] + [(g, "untrained") for g in groups]
+        for i, (g, b) in enumerate(pairs):
+            for measure in ("nDCG_10", "R_100"):
+                for stat, v in FULL_STATS.items():
+                    v = v + 0.001 * i if stat == "mean_diff" else v
+                    metrics.append(Metric(f"compare/{_safe(g)}__vs__{_safe(b)}/{measure}/{stat}", v, now, 0))
+    params = [Param("sweep", sweep.experiment), Param("grid", json.dumps(grid)), Param("baseline", groups[0])]
+    if reference:
+        params.append(Param("reference", "untrained"))
+    client.log_batch(run.info.run_id, params=params, metrics=metrics)
     client.set_terminated(run.info.run_id, "FINISHED")
     sweep.summary_run_id = run.info.run_id
 
@@ -198,6 +253,8 @@ def sweep_store(tmp_path_factory) -> Store:
     sweeps["alpha-k"] = write_fake_sweep(
         uri, "alpha-k", grid={"seed": [0, 1], "alpha": [0.0, 0.75, 1.5], "clusters.k": [5, 20]},
         failed=[ALPHA_FAILED], dev_every=None, pipelines=False, artifact_dir=art / "ak")
+    sweeps["seeds-ref"] = write_fake_sweep(uri, "seeds-ref", grid={"seed": [0, 1], "sampler.sampling": ["random", "tasb"]},
+                                           reference=True, loss_terms=True, plan=True, artifact_dir=art / "ref")
     sweeps["unfinished"] = write_fake_sweep(uri, "unfinished", grid={"seed": [0, 1, 2]},
                                             failed=["t00-seed=0"], running=["t01-seed=1", "t02-seed=2"],
                                             summary=False, artifact_dir=art / "unf")

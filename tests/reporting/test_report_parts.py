@@ -95,6 +95,7 @@ def test_short_labels():
     assert plots.short_labels(["s=random", "s=tasb"]) == (["random", "tasb"], "s")
     assert plots.short_labels(["a=1,k=5", "a=2,k=5"]) == (["1,\n5", "2,\n5"], "a, k")
     assert plots.short_labels(["base"]) == (["base"], "configuration group")
+    assert plots.short_labels(["s=random", "s=tasb", "untrained"]) == (["random", "tasb", "untrained"], "s")
 
 
 def test_header_label():
