@@ -9,6 +9,7 @@ from tasb_ray.data.irds import split_spec
 from tasb_ray.errors import ConfigError
 from tasb_ray.losses.combined import uses_inbatch
 from tasb_ray.teachers.config import TeacherConfig
+from tasb_ray.training.pairs import positive_grade_rule
 from tasb_ray.training.sampling import SamplerConfig
 
 DEFAULT_DATASET = "scifact"
@@ -49,15 +50,27 @@ class DataConfig:
 
 @dataclass
 class CandidatesConfig:
-    """First-stage candidates that supply the negatives of each training query."""
+    """First-stage candidates that supply the negatives of each training query, and which judged documents are positives.
+
+    ``positive_grade``: None takes every grade > 0; an integer N takes grades >= N; ``max`` takes only each query's
+    highest grade. ``max_positives`` keeps that many positives per query (highest grade first), then
+    ``max_pairs_per_query`` caps each query's positive x negative triples by a uniform draw. See
+    :func:`tasb_ray.training.pairs.build_triples`. Both new options leave the pairs stage's cache key unchanged
+    while unset.
+    """
 
     sources: list[str] = field(default_factory=lambda: ["bm25"])
     depth: int = 100
     negatives_per_query: int = 16
     max_positives: int | None = None
     seed: int = 0
+    positive_grade: int | str | None = None
+    max_pairs_per_query: int | None = None
 
     def __post_init__(self):
+        positive_grade_rule(self.positive_grade)
+        if self.max_pairs_per_query is not None and self.max_pairs_per_query < 1:
+            raise ConfigError(f"max_pairs_per_query must be >= 1 or null, got {self.max_pairs_per_query}")
         bad = [s for s in self.sources if s not in ("bm25", "dense")]
         if bad or not self.sources:
             raise ConfigError(f"sources: expected a non-empty list of bm25/dense, got {self.sources}")
