@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tasb_ray.tracking import Tracker
 
-METRIC_PREFIXES = ("train/", "dev/", "final_dev/", "final_test/", "pipeline/", "latency/")
+METRIC_PREFIXES = ("train/", "dev/", "final_dev/", "final_test/", "pipeline/", "latency/", "plan/", "clusters/")
 ARTIFACTS = ("config.yaml", "results.json", "pipeline.md", "metrics.jsonl", "runs/test.trec", "runs/dev.trec")
 
 

@@ -9,6 +9,7 @@ from tasb_ray.data.irds import split_spec
 from tasb_ray.errors import ConfigError
 from tasb_ray.losses.combined import uses_inbatch
 from tasb_ray.teachers.config import TeacherConfig
+from tasb_ray.training.loss_balance import INBATCH_SCALES
 from tasb_ray.training.pairs import positive_grade_rule
 from tasb_ray.training.sampling import SamplerConfig
 
@@ -102,15 +103,33 @@ def _default_pairwise() -> TeacherConfig:
 
 @dataclass
 class TeachersConfig:
-    """``pairwise``: scores the (q, p+, p-) triples once, offline. ``inbatch``: scores the batch's B x 2B matrix."""
+    """``pairwise``: scores the (q, p+, p-) triples once, offline. ``inbatch``: scores the batch's B x 2B matrix.
+
+    ``inbatch_scale`` (see :mod:`tasb_ray.training.loss_balance`): ``raw`` (the in-batch teacher's own scores; an
+    ensemble's members summed without normalisation), ``zscore`` (each query row z-normalised; for an ensemble its
+    members each, which is the behaviour before this option), or ``match-pairwise`` (the z-scores times one factor
+    that makes the in-batch margins' sd equal the pairwise margins' sd on a fixed calibration sample, so that alpha
+    weighs two terms of one range, as in the paper).
+    """
 
     pairwise: TeacherConfig = field(default_factory=_default_pairwise)
     inbatch: TeacherConfig | None = field(default_factory=_default_pairwise)
+    inbatch_scale: str = "match-pairwise"
+
+    def __post_init__(self):
+        if self.inbatch_scale not in INBATCH_SCALES:
+            raise ConfigError(f"inbatch_scale must be one of {list(INBATCH_SCALES)}, got {self.inbatch_scale!r}")
 
 
 @dataclass
 class StudentConfig:
-    """The BERT-DOT student. ``score_scale`` multiplies dot products so normalised vectors can match teacher margins."""
+    """The BERT-DOT student. ``score_scale`` multiplies dot products so normalised vectors can match teacher margins.
+
+    ``reinit_top_layers`` N > 0 re-initialises the top N transformer layers with the model's own ``_init_weights``
+    before training, so the student must learn its representations from the teachers (the paper started from
+    DistilBERT, not from a trained retriever). The draw uses a seed derived from the run's ``seed`` only, so every
+    arm of a seed (sampling, alpha, ...) starts from the same weights. Clusters still use the pretrained encoder.
+    """
 
     model: str = "minilm-l6"
     pooling: str = "auto"
@@ -119,6 +138,11 @@ class StudentConfig:
     passage_max_len: int = 200
     attention_dropout: float | None = 0.0
     score_scale: float = 1.0
+    reinit_top_layers: int = 0
+
+    def __post_init__(self):
+        if self.reinit_top_layers < 0:
+            raise ConfigError(f"reinit_top_layers must be >= 0, got {self.reinit_top_layers}")
 
 
 @dataclass
