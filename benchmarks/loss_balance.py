@@ -5,7 +5,7 @@
 
 For the first ``--batches`` batches of each sampling's plan, at the student's initial weights (train mode, as the
 first steps of training see it, no update), computes ``L_pair``, ``L_inb`` for every ``teachers.inbatch_scale``
-(raw, zscore, match-pairwise) on the same student scores, the ratio ``alpha * mean(L_inb) / mean(L_pair)``, the
+(raw, zscore, match-pairwise, match-loss) on the same student scores, the ratio ``alpha * mean(L_inb) / mean(L_pair)``, the
 teachers' margin sds and means, and the student's own. Shared stages must be cached (``tasb-ray train`` or
 ``prepare_shared_stages`` builds them). No training, no evaluation: a few minutes on 2 CPU cores.
 """
@@ -54,13 +54,18 @@ def measure(cfg: TrainingConfig, samplings: list[str], n_batches: int) -> dict:
     attach_teacher_vectors(teacher, cfg.teachers.inbatch, ds, work_dir(cfg), require_cached=True)
     calib = lambda: (calibration_batches(data.pairs, cfg.sampler.batch_size), data.query_text,  # noqa: E731
                      data.passage_text)
-    scaled = {m: ScaledInBatchTeacher(teacher, m, calib) for m in INBATCH_SCALES}
+    trainers = {s: Trainer(dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, sampling=s)), data,
+                           "/tmp/loss-balance-unused", teacher) for s in samplings}
+    # Every arm of a seed starts from the same weights, so any arm's student calibrates match-loss.
+    student_fn = trainers[samplings[0]].student_matrix
+    scaled = {m: ScaledInBatchTeacher(teacher, m, calib, student=student_fn) for m in INBATCH_SCALES}
     factors = {m: s.calibrate() for m, s in scaled.items()}
     loss_fn = TasbLoss(cfg.alpha)
-    out: dict = {"factors": factors, "calibration": scaled["match-pairwise"].calibration_stats, "samplings": {}}
+    out: dict = {"factors": factors, "calibration": {m: scaled[m].calibration_stats for m in scaled},
+                 "samplings": {}}
     for sampling in samplings:
-        run_cfg = dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, sampling=sampling))
-        trainer = Trainer(run_cfg, data, "/tmp/loss-balance-unused", teacher)
+        trainer = trainers[sampling]
+        run_cfg = trainer.cfg
         scale = run_cfg.student.score_scale
         rows = {m: {"loss_pair": [], "loss_inbatch": [], "margin_sd_inbatch": [], "margin_mean_inbatch": []}
                 for m in INBATCH_SCALES}

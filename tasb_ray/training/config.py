@@ -107,14 +107,16 @@ class TeachersConfig:
 
     ``inbatch_scale`` (see :mod:`tasb_ray.training.loss_balance`): ``raw`` (the in-batch teacher's own scores; an
     ensemble's members summed without normalisation), ``zscore`` (each query row z-normalised; for an ensemble its
-    members each, which is the behaviour before this option), or ``match-pairwise`` (the z-scores times one factor
-    that makes the in-batch margins' sd equal the pairwise margins' sd on a fixed calibration sample, so that alpha
-    weighs two terms of one range, as in the paper).
+    members each, which is the behaviour before this option), ``match-pairwise`` (the z-scores times one factor
+    that makes the in-batch margins' sd equal the pairwise margins' sd on a fixed calibration sample) or
+    ``match-loss`` (default: the z-scores times one factor that makes ``0.75 * L_inb = L_pair`` on that sample at the
+    student's initial weights, 0.75 being the paper's alpha, so that alpha weighs two terms of one range, as in the
+    paper; measured in ``benchmarks/results/loss_balance.md``).
     """
 
     pairwise: TeacherConfig = field(default_factory=_default_pairwise)
     inbatch: TeacherConfig | None = field(default_factory=_default_pairwise)
-    inbatch_scale: str = "match-pairwise"
+    inbatch_scale: str = "match-loss"
 
     def __post_init__(self):
         if self.inbatch_scale not in INBATCH_SCALES:

@@ -12,12 +12,26 @@ and the in-batch teacher give margins of comparable size. Here the in-batch teac
   a single (non-ensemble) in-batch teacher was used ``raw`` before.
 * ``match-pairwise``: ``zscore`` times one factor, chosen once per run so that the sd of the in-batch teacher's
   margins equals the sd of the pairwise teacher's margins on a calibration sample.
+* ``match-loss`` (the default): ``zscore`` times one factor ``c``, chosen once per run so that on the calibration
+  sample, at the student's initial weights, ``REFERENCE_ALPHA * L_inb = L_pair`` with ``REFERENCE_ALPHA`` = 0.75,
+  the paper's alpha. ``L_inb(c) = A - 2cB + c^2 T`` (A, B, T: the means of s^2, s t and t^2 over the in-batch
+  margins s of the student and t of the z-scored teacher), so ``c`` is the larger root of
+  ``T c^2 - 2B c + A - L_pair / 0.75 = 0``, or ``B / T`` (the smallest reachable ``L_inb``) when there is none.
+  The reference is fixed, not the run's alpha, so a run's alpha / 0.75 is its starting weighted ratio on random
+  batches and an alpha sweep still compares weights.
 
-Calibration sample: :data:`CALIBRATION_BATCHES` batches of the run's batch size with random composition and
+Measured on SciFact (``benchmarks/results/loss_balance.md``): the z-scored teacher's in-batch margins have about
+the pairwise margins' sd (2.95 vs 2.84) but twice their mean (9.3 vs 4.7), so ``match-pairwise`` moves the factor
+only to 0.96 and the weighted ratio stays above 2 on random batches; matching the margins' size instead would
+undershoot, because the pretrained student's own in-batch margins (~4) already meet much of it. Hence
+``match-loss``, which balances what alpha weighs.
+
+Calibration sample (both ``match-*`` modes): :data:`CALIBRATION_BATCHES` batches of the run's batch size with random composition and
 uniform pairs, from a sampler seeded with :data:`CALIBRATION_SEED`, not the run's seed or sampling. So the factor
 depends only on the training pairs, the teacher and the batch size: every arm and seed of a sweep on one dataset
-trains with the same factor, and alpha weighs the same in-batch scale in all of them. Deterministic: the same
-pairs and teacher give the same factor, also after a resume.
+trains with the same factor (``match-loss`` also reads the student's initial weights, the same for every arm of a
+seed), and alpha weighs the same in-batch scale in all of them. Deterministic: the same pairs, teacher and initial
+weights give the same factor, also after a resume (the trainer calibrates before it loads a checkpoint).
 
 Deviation from the authors' code: their in-batch teacher (ColBERT) is used raw, and its margins are of the size
 of their pairwise teacher's by construction of those models; there is no rescaling there.
@@ -42,6 +56,7 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_BATCHES = 8
 CALIBRATION_SEED = 0
+REFERENCE_ALPHA = 0.75  # the paper's alpha: match-loss makes REFERENCE_ALPHA * L_inb = L_pair at the start
 
 
 class InBatchScale(str, Enum):
@@ -50,6 +65,7 @@ class InBatchScale(str, Enum):
     RAW = "raw"
     ZSCORE = "zscore"
     MATCH_PAIRWISE = "match-pairwise"
+    MATCH_LOSS = "match-loss"
 
 
 INBATCH_SCALES = tuple(s.value for s in InBatchScale)
@@ -92,15 +108,19 @@ class ScaledInBatchTeacher:
         teacher: the in-batch teacher (anything with ``score_matrix``; an ensemble exposes ``components`` and
             ``weights``).
         mode: one of :data:`INBATCH_SCALES`.
-        calibration: for ``match-pairwise``, returns the calibration batches and their texts; called once, on the
+        calibration: for the ``match-*`` modes, returns the calibration batches and their texts; called once, on the
             first score (after the trainer's ``precompute``, so the teacher's vectors are cached by then).
+        student: for ``match-loss``, the student's B x 2B ``[positives; negatives]`` score matrix of a batch at its
+            initial weights (scaled as in training, no dropout, no gradient).
     """
 
-    def __init__(self, teacher, mode: str, calibration: Callable[[], tuple[list[Batch], dict, dict]] | None = None):
+    def __init__(self, teacher, mode: str, calibration: Callable[[], tuple[list[Batch], dict, dict]] | None = None,
+                 student: Callable[[Batch], np.ndarray] | None = None):
         self.teacher = teacher
         self.mode = InBatchScale(mode)
         self._calibration = calibration
-        self.factor: float | None = None if self.mode is InBatchScale.MATCH_PAIRWISE else 1.0
+        self._student = student
+        self.factor: float | None = None if self.mode.value.startswith("match-") else 1.0
         self.calibration_stats: dict[str, float] = {}
 
     def precompute(self, ids, texts, kind) -> None:
@@ -127,27 +147,49 @@ class ScaledInBatchTeacher:
         return self.factor * self.base_matrix(qids, queries, pids, passages)
 
     def calibrate(self) -> float:
-        """Set and return the factor (1 unless ``match-pairwise``); logged with the spreads it matched."""
+        """Set and return the factor (1 unless a ``match-*`` mode); logged with what it matched."""
         if self.factor is not None:
             return self.factor
-        assert self._calibration is not None, "match-pairwise needs a calibration sample"
+        assert self._calibration is not None, f"{self.mode.value} needs a calibration sample"
         batches, query_text, passage_text = self._calibration()
-        pair, inb = [], []
+        pair, inb, s_pair, s_inb = [], [], [], []
         for batch in batches:
             pids = batch.pos_pids + batch.neg_pids
             pair.append(pair_margins(batch.pos_scores, batch.neg_scores))
             inb.append(inbatch_margins(self.base_matrix(batch.qids, [query_text[q] for q in batch.qids], pids,
                                                         [passage_text[p] for p in pids])))
-        pair_mean, pair_sd = spread(np.concatenate(pair))
-        inb_mean, inb_sd = spread(np.concatenate(inb))
-        if inb_sd > 0 and pair_sd > 0:
+            if self.mode is InBatchScale.MATCH_LOSS:
+                assert self._student is not None, "match-loss needs the student's scores"
+                s = np.asarray(self._student(batch), dtype=np.float64)
+                b = len(batch)
+                s_pair.append(np.diagonal(s[:, :b]) - np.diagonal(s[:, b:]))
+                s_inb.append(inbatch_margins(s))
+        pair_m, inb_m = np.concatenate(pair), np.concatenate(inb)
+        pair_mean, pair_sd = spread(pair_m)
+        inb_mean, inb_sd = spread(inb_m)
+        stats = {"batches": float(len(batches)), "margin_sd_pair": pair_sd, "margin_mean_pair": pair_mean,
+                 "margin_sd_inbatch_zscore": inb_sd, "margin_mean_inbatch_zscore": inb_mean}
+        if self.mode is InBatchScale.MATCH_LOSS:
+            s_m, t_m = np.concatenate(s_inb), inb_m
+            a, b_, t = float(np.mean(s_m * s_m)), float(np.mean(s_m * t_m)), float(np.mean(t_m * t_m))
+            loss_pair = float(np.mean((np.concatenate(s_pair) - pair_m) ** 2))
+            target = loss_pair / REFERENCE_ALPHA
+            disc = b_ * b_ - t * (a - target)
+            if t <= 0:  # a constant teacher: nothing to scale
+                self.factor = 1.0
+            else:
+                self.factor = (b_ + np.sqrt(disc)) / t if disc >= 0 else b_ / t
+            if self.factor <= 0:  # a student ranking against the teacher: a negative scale would invert it
+                log.warning("in-batch scale calibration: match-loss gives factor %.4g; using 1", self.factor)
+                self.factor = 1.0
+            stats.update({"loss_pair": loss_pair, "loss_inbatch_zscore": a - 2 * b_ + t,
+                          "loss_inbatch": a - 2 * self.factor * b_ + self.factor ** 2 * t})
+        elif inb_sd > 0 and pair_sd > 0:
             self.factor = pair_sd / inb_sd
         else:  # a degenerate sample (one query, constant teacher): nothing to match, keep the z-scores
             log.warning("in-batch scale calibration: margin sd pairwise %.4g, in-batch %.4g; using factor 1",
                         pair_sd, inb_sd)
             self.factor = 1.0
-        self.calibration_stats = {"batches": float(len(batches)), "margin_sd_pair": pair_sd,
-                                  "margin_mean_pair": pair_mean, "margin_sd_inbatch_zscore": inb_sd,
-                                  "margin_mean_inbatch_zscore": inb_mean, "factor": self.factor}
-        log.info("in-batch scale calibrated: %s", self.calibration_stats)
+        self.calibration_stats = {**stats, "factor": float(self.factor)}
+        log.info("in-batch scale calibrated (%s): %s", self.mode.value, self.calibration_stats)
         return self.factor

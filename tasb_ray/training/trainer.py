@@ -133,7 +133,8 @@ class Trainer:
         if inbatch_teacher is not None:
             self.teacher = ScaledInBatchTeacher(
                 inbatch_teacher, cfg.teachers.inbatch_scale,
-                lambda: (calibration_batches(data.pairs, cfg.sampler.batch_size), data.query_text, data.passage_text))
+                lambda: (calibration_batches(data.pairs, cfg.sampler.batch_size), data.query_text, data.passage_text),
+                student=self.student_matrix)
         self.dev = dev
         self.reporters = list(reporters)
         if uses_inbatch(cfg.alpha) and inbatch_teacher is None:
@@ -177,6 +178,17 @@ class Trainer:
         if self.amp_dtype is None:
             return torch.autocast("cpu", enabled=False)
         return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def student_matrix(self, batch: Batch) -> np.ndarray:
+        """The student's B x 2B scores of a batch, as training scales them, without dropout or gradient."""
+        was = self.student.training
+        self.student.eval()
+        pids = batch.pos_pids + batch.neg_pids
+        with torch.no_grad(), self._autocast():
+            q = self.student.embed([self.data.query_text[x] for x in batch.qids], "query").float()
+            p = self.student.embed([self.data.passage_text[x] for x in pids], "passage").float()
+        self.student.train(was)
+        return ((q @ p.T) * self.cfg.student.score_scale).cpu().numpy()
 
     def batch_loss(self, batch: Batch):
         """The loss terms of one batch, and the teachers' margin statistics (``margin_{mean,sd}_{pair,inbatch}``)."""
@@ -295,9 +307,12 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         state = json.loads((path / STATE).read_text())
-        saved, now = dict(state["config"]), to_dict(self.cfg)
+        saved, now, default = dict(state["config"]), to_dict(self.cfg), to_dict(TrainingConfig())
         # Only what changes the optimisation trajectory must match; paths and logging may differ.
         for key in ("seed", "alpha", "sampler", "student", "optim", "teachers", "candidates", "clusters", "data"):
+            if isinstance(saved.get(key), dict):
+                # A field added since the checkpoint was made had its default value then.
+                saved[key] = {**{k: v for k, v in default[key].items() if k not in saved[key]}, **saved[key]}
             if saved.get(key) != now.get(key):
                 raise TasbRayError(f"{path}: checkpoint was made with a different '{key}' config; "
                                    "use a new output_dir or delete the checkpoint")

@@ -85,8 +85,59 @@ def test_match_pairwise_matches_the_spreads_and_ignores_the_run_sampling():
     assert flat.calibrate() == 1.0
 
 
+def _calibration_losses(scaled, data, student):
+    """L_pair and L_inb (the losses' own definitions, on margins) of the calibration sample with the scaled teacher."""
+    batches, _, _ = calibration_batches(data.pairs, 4), None, None
+    lp, li = [], []
+    for batch in batches:
+        pids = batch.pos_pids + batch.neg_pids
+        t = scaled.score_matrix(batch.qids, [data.query_text[q] for q in batch.qids], pids,
+                                [data.passage_text[p] for p in pids])
+        s = student(batch)
+        b = len(batch)
+        lp.append((np.diagonal(s[:, :b]) - np.diagonal(s[:, b:])) - pair_margins(batch.pos_scores, batch.neg_scores))
+        li.append(inbatch_margins(s) - inbatch_margins(t))
+    return float(np.mean(np.concatenate(lp) ** 2)), float(np.mean(np.concatenate(li) ** 2))
+
+
+def test_match_loss_balances_the_weighted_terms_at_the_reference_alpha():
+    data = _data(n_queries=16)
+    calib = lambda: (calibration_batches(data.pairs, 4), data.query_text, data.passage_text)  # noqa: E731
+    teacher = OverlapTeacher()
+
+    def student(batch, scale=0.5):  # a fixed "student": the teacher's own z-scores, shrunk and shifted by passage
+        pids = batch.pos_pids + batch.neg_pids
+        m = znorm_rows(teacher.score_matrix(batch.qids, [data.query_text[q] for q in batch.qids], pids,
+                                            [data.passage_text[p] for p in pids]))
+        return scale * m + 0.1 * np.arange(m.shape[1])[None, :]
+
+    scaled = ScaledInBatchTeacher(teacher, "match-loss", calib, student=student)
+    factor = scaled.calibrate()
+    loss_pair, loss_inb = _calibration_losses(scaled, data, student)
+    assert 0.75 * loss_inb == pytest.approx(loss_pair, rel=1e-9)
+    assert scaled.calibration_stats["loss_inbatch"] == pytest.approx(loss_inb, rel=1e-9)
+    assert factor > 0 and factor != pytest.approx(1.0)
+    # A student with the teacher's pairwise margins (L_pair = 0) and noise elsewhere: no scale reaches
+    # 0.75 * L_inb = 0, so the factor is the one that makes L_inb smallest.
+    def exact_pairs(batch):
+        b = len(batch)
+        rng = np.random.default_rng(sum(int(q[1:]) for q in batch.qids))
+        s = 3.0 * rng.normal(size=(b, 2 * b))
+        s[np.arange(b), np.arange(b)] = batch.pos_scores
+        s[np.arange(b), b + np.arange(b)] = batch.neg_scores
+        return s
+
+    best = ScaledInBatchTeacher(teacher, "match-loss", calib, student=exact_pairs)
+    c = best.calibrate()
+    assert _calibration_losses(best, data, exact_pairs)[0] == pytest.approx(0.0, abs=1e-12)
+    at_c = _calibration_losses(best, data, exact_pairs)[1]
+    for other in (0.9 * c, 1.1 * c):
+        best.factor = other
+        assert _calibration_losses(best, data, exact_pairs)[1] > at_c
+
+
 def test_config_field_is_checked():
-    assert from_dict(TrainingConfig, {}).teachers.inbatch_scale == "match-pairwise"
+    assert from_dict(TrainingConfig, {}).teachers.inbatch_scale == "match-loss"
     assert from_dict(TrainingConfig, {"teachers": {"inbatch_scale": "zscore"}}).teachers.inbatch_scale == "zscore"
     with pytest.raises(ConfigError, match="teachers: inbatch_scale must be one of"):
         from_dict(TrainingConfig, {"teachers": {"inbatch_scale": "z"}})
@@ -105,7 +156,7 @@ class Recorder:
     def on_checkpoint(self, step, path): ...
 
 
-@pytest.mark.parametrize("scale", ["zscore", "match-pairwise"])
+@pytest.mark.parametrize("scale", ["zscore", "match-pairwise", "match-loss"])
 def test_trainer_logs_the_balance_and_reports_the_plan(tiny_model, tmp_path, scale):
     data = _data()
     rec = Recorder()
