@@ -65,7 +65,7 @@ def main() -> None:
         vectors = encode_bucketed(encoder, queries[TEXT].tolist(), "query")
     qids = queries[QUERY_ID].astype(str).tolist()
     result = {"config": args.config, "overrides": args.overrides, "scored_pairs": scored,
-              "training_queries": int(pairs["qid"].nunique()), "pairs": int(len(pairs)), "k": {}}
+              "training_queries": int(pairs["qid"].nunique()), "pairs": len(pairs), "k": {}}
     for k in args.k:
         assignment = cluster_queries(qids, vectors, k, cfg.clusters.seed, niter=cfg.clusters.niter)
         entry = {"clusters": cluster_stats(assignment, k),

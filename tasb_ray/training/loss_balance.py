@@ -43,8 +43,8 @@ every other triple's positive and negative ``j != i`` (:func:`tasb_ray.losses.in
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd

@@ -60,7 +60,7 @@ def plan_statistics(sampler: BatchSampler, num_batches: int) -> dict:
     rows = np.concatenate(batches)
     row_query = sampler._pair_query[rows]
     n_q = sampler.num_queries
-    out: dict = {"batches": num_batches, "rows": int(len(rows)), "queries": n_q, "pairs": sampler.num_pairs,
+    out: dict = {"batches": num_batches, "rows": len(rows), "queries": n_q, "pairs": sampler.num_pairs,
                  "sampling": sampler.config.sampling, "pair_strategy": sampler.config.effective_pair_strategy}
 
     clusters = sampler._query_cluster
