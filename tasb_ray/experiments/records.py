@@ -15,7 +15,7 @@ from pathlib import Path
 from tasb_ray.tracking import Tracker
 
 PLACEMENT_PREFIX = "placement/"   # what a trial saw of its resources (GPU ids, CUDA_VISIBLE_DEVICES, device)
-METRIC_PREFIXES = ("train/", "dev/", "final_dev/", "final_test/", "pipeline/", "latency/", "plan/")
+METRIC_PREFIXES = ("train/", "dev/", "final_dev/", "final_test/", "pipeline/", "latency/", "plan/", "clusters/")
 ARTIFACTS = ("config.yaml", "results.json", "pipeline.md", "metrics.jsonl", "runs/test.trec", "runs/dev.trec")
 
 

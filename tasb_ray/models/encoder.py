@@ -189,6 +189,40 @@ class BertDot(nn.Module):
         write_st_layout(path, self.spec, self.dim, self.score_scale)
 
 
+def transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks of a Hugging Face encoder (BERT-style ``encoder.layer``, DistilBERT's
+    ``transformer.layer``)."""
+    for path in ("encoder.layer", "transformer.layer"):
+        mod = model
+        for part in path.split("."):
+            mod = getattr(mod, part, None)
+        if isinstance(mod, nn.ModuleList):
+            return mod
+    raise ConfigError(f"reinit_top_layers: cannot find the transformer layers of {type(model).__name__}")
+
+
+def reinit_top_layers(model: nn.Module, n: int, seed: int) -> None:
+    """Re-initialise the top ``n`` transformer layers in place with the model's own ``_init_weights``.
+
+    The draw runs on a forked torch RNG seeded with ``seed``, so it neither depends on nor moves the global RNG.
+    Loaded weights carry transformers' ``_is_hf_initialized`` flag, which makes its init functions skip them;
+    the flag is cleared on the layers being re-initialised.
+    """
+    layers = transformer_layers(model)
+    if not 0 <= n <= len(layers):
+        raise ConfigError(f"reinit_top_layers must be between 0 and {len(layers)} (the model's layers), got {n}")
+    if n == 0:
+        return
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for layer in layers[len(layers) - n:]:
+            for t in list(layer.parameters()) + list(layer.buffers()):
+                if getattr(t, "_is_hf_initialized", False):
+                    t._is_hf_initialized = False
+            for module in layer.modules():
+                model._init_weights(module)
+
+
 def pick_device(device: str | None = None) -> torch.device:
     if device:
         return torch.device(device)

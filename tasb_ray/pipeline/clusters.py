@@ -12,8 +12,17 @@ from tasb_ray.distributed.texts import encode_queries_ray
 from tasb_ray.pipeline.cache import cached_stage, dataset_identity
 from tasb_ray.pipeline.context import student_encoder, work_dir
 from tasb_ray.schema import QUERY_ID, TEXT
-from tasb_ray.training.clusters import cluster_queries, cluster_stats, write_clusters
+from tasb_ray.training.clusters import (
+    cluster_quality,
+    cluster_queries,
+    cluster_stats,
+    project_2d,
+    write_clusters,
+    write_projection,
+)
 from tasb_ray.training.config import TrainingConfig
+
+PROJECTION_FILE = "clusters_2d.parquet"
 
 
 def clusters_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
@@ -23,6 +32,11 @@ def clusters_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = Fal
     Queries are encoded with ``encode_bucketed`` in process, or on a Ray Data actor pool with ``use_ray``
     (:func:`tasb_ray.distributed.texts.encode_queries_ray`, which uses it too): the same vectors, the same
     clusters, the same stage key.
+
+    The stage also holds ``clusters_2d.parquet`` (``qid, x, y, cluster``: a 2-D PCA of the normalised query
+    vectors) and its info a ``quality`` entry (silhouette, agreement with another k-means seed; see
+    :func:`tasb_ray.training.clusters.cluster_quality`). Stages built before these existed lack both; the key
+    did not change for them.
 
     Args:
         cfg, ds, use_ray, require_cached, ray: see :func:`tasb_ray.pipeline.pairs.pairs_stage`.
@@ -43,7 +57,8 @@ def clusters_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = Fal
             vectors = encode_bucketed(student_encoder(encoder_name, cfg), queries[TEXT].tolist(), "query")
         assignment = cluster_queries(queries[QUERY_ID].tolist(), vectors, k.k, k.seed, niter=k.niter)
         write_clusters(tmp / "clusters.parquet", assignment)
-        return cluster_stats(assignment, k.k)
+        write_projection(tmp / PROJECTION_FILE, project_2d(vectors, assignment))
+        return {**cluster_stats(assignment, k.k), "quality": cluster_quality(vectors, assignment, k.seed, k.niter)}
 
     return cached_stage(work_dir(cfg), "clusters", inputs, build, require_cached=require_cached)
 

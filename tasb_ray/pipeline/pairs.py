@@ -18,7 +18,7 @@ from tasb_ray.pipeline.teacher_vectors import attach_teacher_vectors, ensure_tea
 from tasb_ray.schema import DOC_ID, QUERY_ID
 from tasb_ray.teachers import TeacherConfig, build_teacher
 from tasb_ray.training.candidates import first_stage_candidates, write_candidates
-from tasb_ray.training.config import TrainingConfig
+from tasb_ray.training.config import CandidatesConfig, TrainingConfig
 from tasb_ray.training.pairs import (
     attach_texts,
     build_triples,
@@ -46,6 +46,15 @@ def teacher_file_contents(teacher: TeacherConfig) -> dict[str, str]:
         out.update(teacher_file_contents(member))
     return out
 
+# CandidatesConfig fields that postdate cached pairs stages; None means "as before they existed".
+LATER_OPTIONS = ("positive_grade", "max_pairs_per_query")
+
+
+def candidates_key(c: CandidatesConfig) -> dict:
+    """The candidates part of the pairs stage key: later options enter it only when set, so stages built before
+    they existed keep their key."""
+    return {k: v for k, v in to_dict(c).items() if k not in LATER_OPTIONS or v is not None}
+
 
 def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
                 require_cached: bool = False, ray: RayOptions | None = None) -> tuple[Path, dict]:
@@ -66,7 +75,7 @@ def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
     ray = ray or RayOptions()
     c = cfg.candidates
     # The key must stay exactly this: existing pairs stages (SciFact's took 13 min) stay valid.
-    inputs = {"data": dataset_identity(ds.manifest), "split": cfg.data.train_split, "candidates": to_dict(c),
+    inputs = {"data": dataset_identity(ds.manifest), "split": cfg.data.train_split, "candidates": candidates_key(c),
               "teacher": to_dict(cfg.teachers.pairwise),
               "dense_encoder": cfg.student.model if "dense" in c.sources else None}
     files = teacher_file_contents(cfg.teachers.pairwise)
@@ -79,7 +88,8 @@ def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
                                        show_progress=cfg.progress)
         write_candidates(tmp / "candidates.parquet", cands)
         triples = build_triples(cands, ds.qrels(cfg.data.train_split), c.negatives_per_query, c.seed,
-                                c.max_positives)
+                                c.max_positives, positive_grade=c.positive_grade,
+                                max_pairs_per_query=c.max_pairs_per_query)
         triple_stats = dict(triples.attrs.get("stats", {}))
         corpus = ds.corpus()
         queries = ds.queries(cfg.data.train_split)

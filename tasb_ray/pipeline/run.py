@@ -180,9 +180,18 @@ def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume
     for split, values in metrics.items():
         for r in reporters:
             r.on_eval(result.steps, f"final_{split}", values)
+    quality = {k: v for k, v in stages.get("clusters", {}).get("quality", {}).items() if isinstance(v, (int, float))}
+    if quality:
+        for r in reporters:
+            r.on_eval(0, "clusters", quality)
+    inbatch_scale = None
+    if trainer.teacher is not None:
+        inbatch_scale = {"mode": trainer.teacher.mode.value, "factor": trainer.teacher.factor,
+                         "calibration": trainer.teacher.calibration_stats}
     write_json(out / "results.json", {"metrics": metrics, "plan_hash": result.plan_hash, "steps": result.steps,
                                       "best_step": result.best_step, "stages": stages,
-                                      "selected": "best" if cfg.eval.every else "last"})
+                                      "selected": "best" if cfg.eval.every else "last",
+                                      "plan_stats": trainer.plan_stats, "inbatch_scale": inbatch_scale})
     # Model cards (README.md) for the model directories; the selected one carries the metrics.
     write_run_cards(out, to_dict(cfg), metrics, plan_hash=result.plan_hash,
                     selected=BEST if cfg.eval.every and (out / BEST).is_dir() else "model",

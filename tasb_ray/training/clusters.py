@@ -19,11 +19,13 @@ from typing import Sequence
 import faiss
 import numpy as np
 import pandas as pd
+from sklearn.decomposition import PCA
+from sklearn.metrics import adjusted_mutual_info_score, silhouette_score
 
 from tasb_ray.config import is_int
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.schema import QUERY_ID, TEXT
-from tasb_ray.tables import ID, INT, read_table, write_table
+from tasb_ray.tables import FLOAT, ID, INT, read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,46 @@ def cluster_stats(assignments: pd.DataFrame, k: int | None = None) -> dict:
     }
 
 
+SILHOUETTE_SAMPLE = 10_000  # silhouette is quadratic in the queries; MS MARCO's 400k get a seeded sample
+
+
+def cluster_quality(vectors: np.ndarray, assignment: pd.DataFrame, seed: int, niter: int = 20) -> dict:
+    """How well separated the clusters are and how stable the clustering is.
+
+    Keys: ``silhouette`` (cosine, on the normalised query vectors; on a seeded sample of
+    :data:`SILHOUETTE_SAMPLE` queries when there are more; None with fewer than 2 non-empty clusters or as many
+    clusters as queries), ``ami_seed`` (adjusted mutual information between this clustering and one of the same
+    vectors with k-means seed ``seed + 1``: 1 when the seed does not matter, about 0 when it decides everything)
+    and ``ami_other_seed`` (that seed). Not in the paper; for judging the clusters a dataset gives.
+
+    Args:
+        vectors: the [n, dim] query vectors the assignment was made from, in its row order.
+        assignment: ``qid, cluster`` from :func:`cluster_queries` (``attrs["k"]`` is the k used).
+        seed, niter: the k-means settings of the assignment.
+    """
+    x = normalize_rows(vectors)
+    labels = assignment["cluster"].to_numpy(dtype=np.int64)
+    n, n_labels = len(labels), len(np.unique(labels))
+    silhouette = None
+    if 2 <= n_labels < n:
+        silhouette = float(silhouette_score(x, labels, metric="cosine", sample_size=min(n, SILHOUETTE_SAMPLE),
+                                            random_state=seed))
+    k = int(assignment.attrs.get("k", n_labels))
+    other = cluster_queries(assignment["qid"].tolist(), x, k, seed + 1, niter=niter)
+    ami = float(adjusted_mutual_info_score(labels, other["cluster"].to_numpy()))
+    return {"silhouette": silhouette, "ami_seed": ami, "ami_other_seed": seed + 1}
+
+
+def project_2d(vectors: np.ndarray, assignment: pd.DataFrame) -> pd.DataFrame:
+    """``qid, x, y, cluster``: the normalised query vectors' first two principal components, for plots."""
+    xy = PCA(n_components=2, svd_solver="full").fit_transform(normalize_rows(vectors)) if len(vectors) > 1 \
+        else np.zeros((len(vectors), 2))
+    return pd.DataFrame({"qid": assignment["qid"].to_numpy(), "x": xy[:, 0].astype(np.float64),
+                         "y": xy[:, 1].astype(np.float64), "cluster": assignment["cluster"].to_numpy(np.int64)})
+
+
 CLUSTERS_SCHEMA = {"qid": ID, "cluster": INT}
+PROJECTION_SCHEMA = {"qid": ID, "x": FLOAT, "y": FLOAT, "cluster": INT}
 
 
 def write_clusters(path: str | os.PathLike, assignments: pd.DataFrame) -> None:
@@ -158,3 +199,11 @@ def write_clusters(path: str | os.PathLike, assignments: pd.DataFrame) -> None:
 
 def read_clusters(path: str | os.PathLike) -> pd.DataFrame:
     return read_table(path, CLUSTERS_SCHEMA)
+
+
+def write_projection(path: str | os.PathLike, projection: pd.DataFrame) -> None:
+    write_table(path, projection, PROJECTION_SCHEMA)
+
+
+def read_projection(path: str | os.PathLike) -> pd.DataFrame:
+    return read_table(path, PROJECTION_SCHEMA)

@@ -10,6 +10,8 @@ from tasb_ray.data.irds import split_spec
 from tasb_ray.errors import ConfigError
 from tasb_ray.losses.combined import uses_inbatch
 from tasb_ray.teachers.config import TeacherConfig
+from tasb_ray.training.loss_balance import INBATCH_SCALES
+from tasb_ray.training.pairs import positive_grade_rule
 from tasb_ray.training.sampling import SamplerConfig
 
 DEFAULT_DATASET = "scifact"
@@ -55,10 +57,15 @@ class DataConfig:
 
 @dataclass
 class CandidatesConfig:
-    """First-stage candidates that supply the negatives of each training query.
+    """First-stage candidates that supply the negatives of each training query, and which judged documents are positives.
 
     ``sources: [teacher-file]`` takes the triples and scores of the pairwise teacher's file as they are (the paper's
     MS MARCO setting: the authors' file, no retrieval); the other fields are then unused.
+    ``positive_grade``: None takes every grade > 0; an integer N takes grades >= N; ``max`` takes only each query's
+    highest grade. ``max_positives`` keeps that many positives per query (highest grade first), then
+    ``max_pairs_per_query`` caps each query's positive x negative triples by a uniform draw. See
+    :func:`tasb_ray.training.pairs.build_triples`. Both new options leave the pairs stage's cache key unchanged
+    while unset.
     """
 
     sources: list[str] = field(default_factory=lambda: ["bm25"])
@@ -66,12 +73,16 @@ class CandidatesConfig:
     negatives_per_query: int = 16
     max_positives: int | None = None
     seed: int = 0
+    positive_grade: int | str | None = None
+    max_pairs_per_query: int | None = None
 
     @property
     def from_teacher_file(self) -> bool:
         return self.sources == [TEACHER_FILE]
 
     def __post_init__(self):
+        positive_grade_rule(self.positive_grade)
+        check_range("max_pairs_per_query", self.max_pairs_per_query, 1, integer=True, allow_none=True)
         if self.sources == [TEACHER_FILE]:
             return
         bad = [s for s in self.sources if s not in ("bm25", "dense")]
@@ -109,15 +120,35 @@ def _default_pairwise() -> TeacherConfig:
 
 @dataclass
 class TeachersConfig:
-    """``pairwise``: scores the (q, p+, p-) triples once, offline. ``inbatch``: scores the batch's B x 2B matrix."""
+    """``pairwise``: scores the (q, p+, p-) triples once, offline. ``inbatch``: scores the batch's B x 2B matrix.
+
+    ``inbatch_scale`` (see :mod:`tasb_ray.training.loss_balance`): ``raw`` (the in-batch teacher's own scores; an
+    ensemble's members summed without normalisation), ``zscore`` (each query row z-normalised; for an ensemble its
+    members each, which is the behaviour before this option), ``match-pairwise`` (the z-scores times one factor
+    that makes the in-batch margins' sd equal the pairwise margins' sd on a fixed calibration sample) or
+    ``match-loss`` (default: the z-scores times one factor that makes ``0.75 * L_inb = L_pair`` on that sample at the
+    student's initial weights, 0.75 being the paper's alpha, so that alpha weighs two terms of one range, as in the
+    paper; measured in ``benchmarks/results/loss_balance.md``).
+    """
 
     pairwise: TeacherConfig = field(default_factory=_default_pairwise)
     inbatch: TeacherConfig | None = field(default_factory=_default_pairwise)
+    inbatch_scale: str = "match-loss"
+
+    def __post_init__(self):
+        if self.inbatch_scale not in INBATCH_SCALES:
+            raise ConfigError(f"inbatch_scale must be one of {list(INBATCH_SCALES)}, got {self.inbatch_scale!r}")
 
 
 @dataclass
 class StudentConfig:
-    """The BERT-DOT student. ``score_scale`` multiplies dot products so normalised vectors can match teacher margins."""
+    """The BERT-DOT student. ``score_scale`` multiplies dot products so normalised vectors can match teacher margins.
+
+    ``reinit_top_layers`` N > 0 re-initialises the top N transformer layers with the model's own ``_init_weights``
+    before training, so the student must learn its representations from the teachers (the paper started from
+    DistilBERT, not from a trained retriever). The draw uses a seed derived from the run's ``seed`` only, so every
+    arm of a seed (sampling, alpha, ...) starts from the same weights. Clusters still use the pretrained encoder.
+    """
 
     model: str = "minilm-l6"
     pooling: str = "auto"
@@ -126,8 +157,10 @@ class StudentConfig:
     passage_max_len: int = 200
     attention_dropout: float | None = 0.0
     score_scale: float = 1.0
+    reinit_top_layers: int = 0
 
     def __post_init__(self):
+        check_range("reinit_top_layers", self.reinit_top_layers, 0, integer=True)
         if self.pooling not in ("auto", "cls", "mean"):
             raise ConfigError(f"pooling: must be auto, cls or mean, got {self.pooling!r}")
         check_range("query_max_len", self.query_max_len, 1, integer=True)

@@ -38,11 +38,19 @@ def _str_ids(s: pd.Series) -> np.ndarray:
     return s.astype(str).to_numpy(dtype=object)
 
 
+def positive_grade_rule(value: int | str | None) -> int | str | None:
+    """Check ``candidates.positive_grade``: None (any grade > 0), an integer N >= 1 (grade >= N) or ``"max"``."""
+    if value is None or value == "max" or (is_int(value) and value >= 1):
+        return value
+    raise ConfigError(f"positive_grade must be null, 'max' or an integer >= 1, got {value!r}")
+
+
 def build_triples(candidates: pd.DataFrame, qrels: pd.DataFrame, negatives_per_query: int, seed: int,
-                  max_positives: int | None = None, exclude_judged: bool = True) -> pd.DataFrame:
+                  max_positives: int | None = None, exclude_judged: bool = True,
+                  positive_grade: int | str | None = None, max_pairs_per_query: int | None = None) -> pd.DataFrame:
     """Every judged positive of a query paired with every one of its sampled negatives.
 
-    Positives are qrels rows with ``relevance > 0``. Negatives are the query's candidates minus its judged
+    Positives are qrels rows with ``relevance > 0`` (narrowed by ``positive_grade``). Negatives are the query's candidates minus its judged
     documents: the positives always, and with ``exclude_judged`` (default) also documents judged non-relevant
     (``relevance <= 0``), so that negatives are unjudged first-stage results as in MS MARCO training, the
     paper's setting, and graded collections whose lowest grades are debatable cannot leak them in.
@@ -64,11 +72,20 @@ def build_triples(candidates: pd.DataFrame, qrels: pd.DataFrame, negatives_per_q
         max_positives: keep at most this many positives per query, highest relevance first, ties drawn at random;
             ``None`` keeps all.
         exclude_judged: also exclude judged non-relevant documents from the negatives (see above).
+        positive_grade: which judged documents are positives: None, any grade > 0; an integer N, grade >= N;
+            ``"max"``, only the query's highest grade (graded collections whose grade 1 is loosely related).
+            Documents with a grade > 0 that are not positives are still judged, so never negatives either.
+        max_pairs_per_query: keep at most this many triples per query, drawn uniformly without replacement
+            after all other choices (a query with 16 positives x 32 negatives would otherwise weigh 512 pairs);
+            ``None`` keeps all. Its draws come after every other draw, so setting it leaves the others unchanged.
     """
     if not is_int(negatives_per_query) or negatives_per_query < 1:
         raise ConfigError(f"negatives_per_query must be an integer >= 1, got {negatives_per_query!r}")
     if max_positives is not None and (not is_int(max_positives) or max_positives < 1):
         raise ConfigError(f"max_positives must be an integer >= 1 or None, got {max_positives!r}")
+    if max_pairs_per_query is not None and (not is_int(max_pairs_per_query) or max_pairs_per_query < 1):
+        raise ConfigError(f"max_pairs_per_query must be an integer >= 1 or None, got {max_pairs_per_query!r}")
+    positive_grade_rule(positive_grade)
     if not is_int(seed) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
@@ -79,6 +96,10 @@ def build_triples(candidates: pd.DataFrame, qrels: pd.DataFrame, negatives_per_q
     judged = judged.sort_values(["qid", "pid", "rel"], ascending=[True, True, False], kind="stable")
     judged = judged.drop_duplicates(["qid", "pid"]).reset_index(drop=True)
     positives = judged[judged["rel"] > 0]
+    if positive_grade == "max":
+        positives = positives[positives["rel"] == positives.groupby("qid")["rel"].transform("max")]
+    elif positive_grade is not None:
+        positives = positives[positives["rel"] >= positive_grade]
     if max_positives is not None:
         # Random tie-break key drawn over the sorted set, then highest grade first.
         positives = positives.assign(_key=rng.random(len(positives)))
@@ -103,6 +124,14 @@ def build_triples(candidates: pd.DataFrame, qrels: pd.DataFrame, negatives_per_q
     triples = positives[positives["qid"].isin(kept)].merge(negatives, on="qid", suffixes=("_pos", "_neg"))
     triples = triples.rename(columns={"pid_pos": "pos_pid", "pid_neg": "neg_pid"})
     triples = triples.sort_values(list(TRIPLE_COLUMNS), kind="stable").reset_index(drop=True)[list(TRIPLE_COLUMNS)]
+    capped = 0
+    if max_pairs_per_query is not None:
+        key = rng.random(len(triples))
+        order = np.lexsort((key, triples["qid"].to_numpy()))
+        keep = np.zeros(len(triples), dtype=bool)
+        keep[order[triples.iloc[order].groupby("qid", sort=False).cumcount().to_numpy() < max_pairs_per_query]] = True
+        capped = int((~keep).sum())
+        triples = triples[keep].reset_index(drop=True)
 
     stats = {
         "queries": len(all_q),
@@ -112,6 +141,7 @@ def build_triples(candidates: pd.DataFrame, qrels: pd.DataFrame, negatives_per_q
         "positives": int(triples.drop_duplicates(["qid", "pos_pid"]).shape[0]),
         "negatives": int(triples.drop_duplicates(["qid", "neg_pid"]).shape[0]),
         "triples": len(triples),
+        "triples_capped": capped,
     }
     triples.attrs["stats"] = stats
     if stats["dropped_no_positive"] or stats["dropped_no_negative"]:

@@ -25,9 +25,25 @@ from tasb_ray.evaluation.metrics import evaluate
 from tasb_ray.fileio import atomic_dir, write_json, write_text
 from tasb_ray.losses import TasbLoss
 from tasb_ray.losses.combined import uses_inbatch
-from tasb_ray.models.encoder import BertDot, pick_device
+from tasb_ray.models.encoder import BertDot, pick_device, reinit_top_layers
 from tasb_ray.training.config import TrainingConfig
-from tasb_ray.training.sampling import Batch, BatchSampler, PairIds, build_plan, plan_hash, write_plan
+from tasb_ray.training.loss_balance import (
+    ScaledInBatchTeacher,
+    calibration_batches,
+    inbatch_margins,
+    pair_margins,
+    spread,
+)
+from tasb_ray.training.sampling import (
+    Batch,
+    BatchSampler,
+    PairIds,
+    build_plan,
+    plan_hash,
+    plan_metrics,
+    plan_statistics,
+    write_plan,
+)
 from tasb_ray.training.sampling.sampler import take_ids
 
 CHECKPOINT = "checkpoint"
@@ -111,6 +127,12 @@ def total_steps(cfg: TrainingConfig, batches_per_epoch: int) -> int:
     return max(1, math.ceil(cfg.optim.epochs * batches_per_epoch / cfg.optim.grad_accum))
 
 
+def reinit_seed(seed: int) -> int:
+    """The re-initialisation seed: from the run seed only, so the arms of one seed (sampling, alpha, ...) start
+    from the same weights, and apart from torch's global stream (dropout) that ``seed`` itself drives."""
+    return int(np.random.SeedSequence([seed, 0x7EA1]).generate_state(1)[0])
+
+
 def load_weights(student: BertDot, model_dir: Path) -> None:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
@@ -145,7 +167,8 @@ class Trainer:
         cfg: the run's configuration.
         data: scored training pairs, clusters and texts.
         output_dir: where checkpoints, the plan, metrics and the final model go.
-        inbatch_teacher: scores the B x 2B (queries x [positives; negatives]) matrix; needed when alpha > 0.
+        inbatch_teacher: scores the B x 2B (queries x [positives; negatives]) matrix; needed when alpha > 0. Used
+            scaled as ``cfg.teachers.inbatch_scale`` says (:mod:`tasb_ray.training.loss_balance`).
         dev: dev split for periodic evaluation and best-checkpoint selection.
         reporters: event sinks (MLflow, Ray Tune, ...).
     """
@@ -155,14 +178,19 @@ class Trainer:
         self.cfg = cfg
         self.data = data
         self.out = Path(output_dir)
-        self.teacher = inbatch_teacher
+        self.teacher = None
+        if inbatch_teacher is not None:
+            self.teacher = ScaledInBatchTeacher(
+                inbatch_teacher, cfg.teachers.inbatch_scale,
+                lambda: (calibration_batches(data.pairs, cfg.sampler.batch_size), data.query_text, data.passage_text),
+                student=self.student_matrix)
         self.dev = dev
         self.reporters = list(reporters)
         if uses_inbatch(cfg.alpha) and inbatch_teacher is None:
             raise TasbRayError("alpha > 0 needs an in-batch teacher")
         self.device = pick_device(cfg.device)
-        clusters = data.clusters if cfg.sampler.uses_clusters else None
-        self.sampler = BatchSampler(data.pairs, cfg.sampler, clusters, ids=data.ids)
+        # Given to every composition when there are clusters: random batches then get the chance-level plan statistics.
+        self.sampler = BatchSampler(data.pairs, cfg.sampler, data.clusters, ids=data.ids)
         self.steps = total_steps(cfg, self.sampler.batches_per_epoch)
         self.loss_fn = TasbLoss(cfg.alpha)
 
@@ -171,6 +199,7 @@ class Trainer:
         self.student = BertDot(s.model, pooling=s.pooling, normalize=s.normalize, query_max_len=s.query_max_len,
                                passage_max_len=s.passage_max_len, attention_dropout=s.attention_dropout,
                                score_scale=s.score_scale)
+        reinit_top_layers(self.student.bert, s.reinit_top_layers, reinit_seed(cfg.seed))
         self.student.to(self.device).train()
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=o.lr, weight_decay=o.weight_decay)
@@ -189,6 +218,7 @@ class Trainer:
         self.best_step: int | None = None
         self.plan_hash = ""
         self.history: list[dict] = []
+        self.plan_stats: dict = {}
         self.last_index = None
 
     # -- one step -------------------------------------------------------------------------------------------------
@@ -203,7 +233,19 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def student_matrix(self, batch: Batch) -> np.ndarray:
+        """The student's B x 2B scores of a batch, as training scales them, without dropout or gradient."""
+        was = self.student.training
+        self.student.eval()
+        q_texts, p_texts = self.data.batch_texts(batch)
+        with torch.no_grad(), self._autocast():
+            q = self.student.embed(q_texts, "query").float()
+            p = self.student.embed(p_texts, "passage").float()
+        self.student.train(was)
+        return ((q @ p.T) * self.cfg.student.score_scale).cpu().numpy()
+
     def batch_loss(self, batch: Batch):
+        """The loss terms of one batch, and the teachers' margin statistics (``margin_{mean,sd}_{pair,inbatch}``)."""
         q_texts, p_texts = self.data.batch_texts(batch)
         pids = batch.pos_pids + batch.neg_pids
         b = len(batch)
@@ -216,19 +258,24 @@ class Trainer:
         s_neg = (q * neg).sum(-1) * scale
         t_pos = torch.as_tensor(batch.pos_scores, dtype=torch.float32, device=self.device)
         t_neg = torch.as_tensor(batch.neg_scores, dtype=torch.float32, device=self.device)
+        stats = dict(zip(("margin_mean_pair", "margin_sd_pair"), spread(pair_margins(batch.pos_scores,
+                                                                                       batch.neg_scores))))
         if not uses_inbatch(self.cfg.alpha):
-            return self.loss_fn(s_pos, s_neg, t_pos, t_neg)
+            return self.loss_fn(s_pos, s_neg, t_pos, t_neg), stats
         # One teacher call over [positives; negatives], so per-query normalising teachers put both on one scale.
-        t = torch.as_tensor(np.asarray(self.teacher.score_matrix(batch.qids, q_texts, pids, p_texts)),
-                            dtype=torch.float32, device=self.device)
+        matrix = np.asarray(self.teacher.score_matrix(batch.qids, q_texts, pids, p_texts))
+        stats.update(zip(("margin_mean_inbatch", "margin_sd_inbatch"), spread(inbatch_margins(matrix))))
+        t = torch.as_tensor(matrix, dtype=torch.float32, device=self.device)
         s = (q @ p.T) * scale
-        return self.loss_fn(s_pos, s_neg, t_pos, t_neg, s[:, :b], s[:, b:], t[:, :b], t[:, b:])
+        return self.loss_fn(s_pos, s_neg, t_pos, t_neg, s[:, :b], s[:, b:], t[:, :b], t[:, b:]), stats
 
     def train_step(self) -> dict[str, float]:
         accum = self.cfg.optim.grad_accum
         totals = {"loss": 0.0, "loss_pair": 0.0, "loss_inbatch": 0.0}
         for _ in range(accum):
-            out = self.batch_loss(next(self.sampler))
+            out, stats = self.batch_loss(next(self.sampler))
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0.0) + v / accum
             loss = out.total / accum
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             totals["loss"] += out.total.item() / accum
@@ -249,6 +296,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         totals["lr"] = self.scheduler.get_last_lr()[0]
+        if self.teacher is not None:
+            totals["inbatch_scale_factor"] = self.teacher.factor
         return totals
 
     # -- evaluation -----------------------------------------------------------------------------------------------
@@ -311,9 +360,12 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         state = json.loads((path / STATE).read_text())
-        saved, now = dict(state["config"]), to_dict(self.cfg)
+        saved, now, default = dict(state["config"]), to_dict(self.cfg), to_dict(TrainingConfig())
         # Only what changes the optimisation trajectory must match; paths and logging may differ.
         for key in ("seed", "alpha", "sampler", "student", "optim", "teachers", "candidates", "clusters", "data"):
+            if isinstance(saved.get(key), dict):
+                # A field added since the checkpoint was made had its default value then.
+                saved[key] = {**{k: v for k, v in default[key].items() if k not in saved[key]}, **saved[key]}
             if saved.get(key) != now.get(key):
                 raise TasbRayError(f"{path}: checkpoint was made with a different '{key}' config; "
                                    "use a new output_dir or delete the checkpoint")
@@ -350,6 +402,11 @@ class Trainer:
             qids, q_texts, pids, p_texts = self.data.training_texts()
             precompute(qids, q_texts, "query")
             precompute(pids, p_texts, "passage")
+        if self.teacher is not None:
+            self.teacher.calibrate()  # once, now that the teacher's vectors are cached
+        self.plan_stats = plan_statistics(self.sampler, self.steps * self.cfg.optim.grad_accum)
+        for r in self.reporters:
+            r.on_eval(0, "plan", plan_metrics(self.plan_stats))
         if resume and (self.out / CHECKPOINT / STATE).is_file():
             self.load_checkpoint(self.out / CHECKPOINT)
         elif (self.out / HISTORY).exists():
@@ -370,6 +427,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
             if self.step % self.cfg.log_every == 0 or self.step == self.steps:
                 mean = {k: float(np.mean([w[k] for w in window if k in w])) for k in window[-1]}
+                # Of the window's mean losses, not a mean of per-step ratios (a step with a tiny L_pair would rule).
+                if mean["loss_pair"] > 0:
+                    mean["loss_ratio"] = self.cfg.alpha * mean["loss_inbatch"] / mean["loss_pair"]
                 mean["step_seconds"] = (time.perf_counter() - t0) / len(window)
                 mean["epoch"] = self.sampler.epoch + self.sampler.batch_in_epoch / self.sampler.batches_per_epoch
                 self._record({"step": self.step, "split": "train", **mean})

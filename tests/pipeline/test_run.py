@@ -54,6 +54,17 @@ def test_run_training_end_to_end_and_stage_reuse(tmp_path, tiny_beir, tiny_model
     stages = sorted(p.name.split("-")[0] for p in (tmp_path / "work").iterdir())
     assert stages == ["clusters", "pairs"]
     assert saved["stages"]["pairs"]["pairs"]["queries"] > 0
+    # Issue 14: plan statistics, the in-batch scale, cluster quality and projection, the balance per logging step.
+    plan = saved["plan_stats"]
+    assert plan["batches"] == 4 and 0 <= plan["single_cluster_batch_share"] <= 1 and len(plan["bin_hist"]) == 10
+    assert saved["inbatch_scale"]["mode"] == "match-loss" and saved["inbatch_scale"]["factor"] > 0
+    quality = saved["stages"]["clusters"]["quality"]
+    assert set(quality) == {"silhouette", "ami_seed", "ami_other_seed"}
+    proj = pd.read_parquet(Path(saved["stages"]["clusters"]["path"]) / "clusters_2d.parquet")
+    assert list(proj.columns) == ["qid", "x", "y", "cluster"] and len(proj) == saved["stages"]["clusters"]["queries"]
+    logs = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    train = [e for e in logs if e["split"] == "train"]
+    assert train and all({"loss_ratio", "margin_sd_pair", "margin_sd_inbatch"} <= set(e) for e in train)
     # The selected model (best on dev) carries the card with the metrics; the last step's model says where they are.
     card = (tmp_path / "out" / "best" / "README.md").read_text()
     front = yaml.safe_load(card.split("---\n")[1])

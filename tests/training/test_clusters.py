@@ -87,3 +87,32 @@ def test_encode_and_cluster_feeds_the_sampler(tiny_model, tmp_path):
     pairs = pd.DataFrame({"qid": back["qid"], "pos_pid": "p", "neg_pid": "n", "pos_score": 1.0, "neg_score": 0.0})
     batch = next(iter(BatchSampler(pairs, SamplerConfig(sampling="tas", batch_size=2), clusters=back)))
     assert len(batch) == 2
+
+
+def test_cluster_quality_separates_blobs_from_noise():
+    from tasb_ray.training.clusters import cluster_quality
+
+    x, _ = blobs(seed=2, per_blob=40, k=4, noise=0.2)
+    qids = [f"q{i}" for i in range(len(x))]
+    good = cluster_quality(x, cluster_queries(qids, x, k=4, seed=0, nredo=5), seed=0)
+    noise = np.random.default_rng(0).normal(size=x.shape).astype(np.float32)
+    bad = cluster_quality(noise, cluster_queries(qids, noise, k=4, seed=0), seed=0)
+    assert good["silhouette"] > 0.5 > bad["silhouette"] + 0.3
+    assert good["ami_seed"] > 0.9 > bad["ami_seed"] + 0.3  # noise: another seed gives another clustering
+    assert good["ami_other_seed"] == 1
+    one = cluster_queries(qids[:3], x[:3], k=1, seed=0)
+    assert cluster_quality(x[:3], one, seed=0)["silhouette"] is None
+
+
+def test_projection_keeps_qids_clusters_and_the_main_direction(tmp_path):
+    from tasb_ray.training.clusters import project_2d, read_projection, write_projection
+
+    x, labels = blobs(seed=3, per_blob=30, k=2, noise=0.1)
+    qids = [f"q{i}" for i in range(len(x))]
+    assignment = cluster_queries(qids, x, k=2, seed=0)
+    proj = project_2d(x, assignment)
+    assert list(proj.columns) == ["qid", "x", "y", "cluster"] and proj["qid"].tolist() == qids
+    # Two blobs: the first component separates them.
+    assert np.sign(proj["x"].to_numpy()[labels == 0]).std() == 0 and np.sign(proj["x"].to_numpy()[labels == 1]).std() == 0
+    write_projection(tmp_path / "p.parquet", proj)
+    pd.testing.assert_frame_equal(read_projection(tmp_path / "p.parquet"), proj, check_dtype=False)

@@ -188,3 +188,51 @@ def test_roundtrip_and_sampler(tmp_path):
     pd.testing.assert_frame_equal(back, pairs)
     batch = next(iter(BatchSampler(back, SamplerConfig(sampling="random", batch_size=4))))
     assert len(batch) == 4
+
+
+def test_positive_grade_selects_by_grade_and_keeps_other_grades_out_of_negatives():
+    cands, qrels, _, _ = toy_data(n_queries=3)
+    # q0: grades 2 and 1; q1: both grade 1 (max is 1, so both stay); q2: grades 2 and 1.
+    qrels.loc[(qrels.query_id == "q1") & (qrels.doc_id == "q1c0"), "relevance"] = 1
+    top = build_triples(cands, qrels, negatives_per_query=20, seed=0, positive_grade="max")
+    assert top.groupby("qid")["pos_pid"].unique().map(sorted).to_dict() == {
+        "q0": ["q0c0"], "q1": ["q1c0", "q1c1"], "q2": ["q2c0"]}
+    # The grade-1 documents left out as positives are still judged: never negatives.
+    assert not {("q0", "q0c1"), ("q2", "q2c1")} & set(zip(top["qid"], top["neg_pid"]))
+    two = build_triples(cands, qrels, negatives_per_query=20, seed=0, positive_grade=2)
+    assert set(two["qid"]) == {"q0", "q2"} and set(two["pos_pid"]) == {"q0c0", "q2c0"}
+    assert two.attrs["stats"]["dropped_no_positive"] == 1
+    default = build_triples(cands, qrels, negatives_per_query=20, seed=0)
+    assert set(default["pos_pid"]) >= {"q0c1", "q2c1"}
+    with pytest.raises(ConfigError, match="positive_grade"):
+        build_triples(cands, qrels, negatives_per_query=2, seed=0, positive_grade="top")
+
+
+def test_max_pairs_per_query_caps_uniformly_and_leaves_other_draws_alone():
+    cands, qrels, _, _ = toy_data(n_queries=5, n_cands=30)
+    full = build_triples(cands, qrels, negatives_per_query=10, seed=1)     # 2 positives x 10 negatives
+    capped = build_triples(cands, qrels, negatives_per_query=10, seed=1, max_pairs_per_query=7)
+    assert (capped.groupby("qid").size() == 7).all()
+    assert capped.attrs["stats"]["triples_capped"] == len(full) - len(capped) == 5 * 13
+    # A subset of the uncapped triples: the negatives drawn before the cap are the same ones.
+    assert set(map(tuple, capped.to_numpy())) <= set(map(tuple, full.to_numpy()))
+    assert capped.equals(build_triples(cands, qrels, negatives_per_query=10, seed=1, max_pairs_per_query=7))
+    assert not capped.equals(build_triples(cands, qrels, negatives_per_query=10, seed=2, max_pairs_per_query=7))
+    # A cap above every query's count changes nothing.
+    pd.testing.assert_frame_equal(full, build_triples(cands, qrels, negatives_per_query=10, seed=1,
+                                                      max_pairs_per_query=100))
+    with pytest.raises(ConfigError, match="max_pairs_per_query"):
+        build_triples(cands, qrels, negatives_per_query=2, seed=0, max_pairs_per_query=0)
+
+
+def test_candidates_config_checks_the_new_fields():
+    from tasb_ray.config import from_dict
+    from tasb_ray.training.config import TrainingConfig
+
+    cfg = from_dict(TrainingConfig, {"candidates": {"positive_grade": "max", "max_pairs_per_query": 64}})
+    assert cfg.candidates.positive_grade == "max"
+    assert from_dict(TrainingConfig, {"candidates": {"positive_grade": 2}}).candidates.positive_grade == 2
+    with pytest.raises(ConfigError, match="candidates: positive_grade"):
+        from_dict(TrainingConfig, {"candidates": {"positive_grade": "best"}})
+    with pytest.raises(ConfigError, match="candidates: max_pairs_per_query"):
+        from_dict(TrainingConfig, {"candidates": {"max_pairs_per_query": 0}})

@@ -130,3 +130,39 @@ def test_dev_evaluation_keeps_best(tiny_model, tmp_path):
     best = json.loads((tmp_path / "e" / "best" / "best.json").read_text())
     assert best["nDCG@10"] == max(e["nDCG@10"] for e in evals) == result.best_metric
     assert best["step"] == result.best_step
+
+
+def test_reinit_top_layers_same_start_for_every_arm_of_a_seed(tiny_model, tmp_path):
+    data = _data()
+
+    def start(**over):
+        t = Trainer(_cfg(tiny_model, **over), data, tmp_path / "x", OverlapTeacher())
+        return {k: v.detach().clone() for k, v in t.student.bert.state_dict().items()}
+
+    tas = start(student={"reinit_top_layers": 1})
+    rnd = start(student={"reinit_top_layers": 1}, sampler={"sampling": "random", "batch_size": 4}, alpha=0.5)
+    assert all(torch.equal(v, rnd[k]) for k, v in tas.items())
+    other_seed = start(student={"reinit_top_layers": 1}, seed=2)
+    plain = start()
+    changed = {k for k, v in tas.items() if not torch.equal(v, plain[k])}
+    assert changed and all(k.startswith("encoder.layer.1.") for k in changed)  # the tiny BERT has 2 layers
+    assert any(not torch.equal(v, other_seed[k]) for k, v in tas.items() if k in changed)
+
+
+def test_checkpoint_from_before_a_new_field_resumes_when_it_is_at_its_default(tiny_model, tmp_path):
+    data = _data()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_cfg(tiny_model), data, tmp_path / "x", OverlapTeacher(), reporters=[StopAt(2)]).fit()
+    path = tmp_path / "x" / "checkpoint" / "trainer_state.json"
+    state = json.loads(path.read_text())
+    del state["config"]["student"]["reinit_top_layers"]  # as written before the field existed
+    path.write_text(json.dumps(state))
+    assert Trainer(_cfg(tiny_model), data, tmp_path / "x", OverlapTeacher()).fit().steps == 6
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_cfg(tiny_model), data, tmp_path / "y", OverlapTeacher(), reporters=[StopAt(2)]).fit()
+    path = tmp_path / "y" / "checkpoint" / "trainer_state.json"
+    state = json.loads(path.read_text())
+    del state["config"]["student"]["reinit_top_layers"]
+    path.write_text(json.dumps(state))
+    with pytest.raises(TasbRayError, match="different 'student'"):
+        Trainer(_cfg(tiny_model, student={"reinit_top_layers": 1}), data, tmp_path / "y", OverlapTeacher()).fit()

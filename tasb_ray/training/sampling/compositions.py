@@ -79,8 +79,48 @@ class ClusterComposition(RandomComposition):
         return np.concatenate(parts), np.asarray(offsets), np.asarray(topped, dtype=bool)
 
 
+class AuthorsClusterComposition(ClusterComposition):
+    """``tas-authors``: the authors' loader. Each batch draws a cluster uniformly, with replacement, among all
+    clusters, and takes ``batch_size`` distinct queries of it at random; a cluster smaller than the batch is
+    topped up from further clusters drawn the same way (possibly the same one again, so a query can repeat
+    within a batch). Nothing is remembered between batches: some queries are seen several times an epoch, others
+    not at all.
+
+    Deviations from the authors' code: an "epoch" here is just ``batches_per_epoch`` full batches drawn from the
+    epoch's RNG, so steps, checkpoints and resumes work as for the other compositions; the draws use NumPy's
+    generator, not Python's ``random``.
+    """
+
+    name = Composition.TAS_AUTHORS
+
+    def __init__(self, config: SamplerConfig, num_queries: int, cluster_code: np.ndarray | None = None):
+        super().__init__(config, num_queries, cluster_code)
+        # Query indices grouped by cluster, in the layout _cluster_start / _cluster_size index.
+        self._members = np.argsort(self._cluster_code, kind="stable")
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        bs = self.config.batch_size
+        n_batches = -(-self.num_queries // bs)
+        n_clusters = len(self._cluster_size)
+        parts: list[np.ndarray] = []
+        topped: list[bool] = []
+        for _ in range(n_batches):
+            need, drawn = bs, set()
+            while need:
+                c = int(rng.integers(n_clusters))
+                take = min(need, int(self._cluster_size[c]))
+                pick = rng.choice(int(self._cluster_size[c]), take, replace=False)
+                parts.append(self._members[self._cluster_start[c] + pick])
+                need -= take
+                drawn.add(c)
+            # Drawing a small cluster twice repeats queries but keeps the batch on one topic: not a top-up.
+            topped.append(len(drawn) > 1)
+        return np.concatenate(parts), np.arange(0, n_batches * bs + 1, bs), np.asarray(topped, dtype=bool)
+
+
 COMPOSITION_CLASSES = {Composition.RANDOM.value: RandomComposition, Composition.TAS.value: ClusterComposition,
-                       Composition.TAS_BALANCED.value: ClusterComposition}
+                       Composition.TAS_BALANCED.value: ClusterComposition,
+                       Composition.TAS_AUTHORS.value: AuthorsClusterComposition}
 
 
 def composition(config: SamplerConfig, num_queries: int, cluster_code: np.ndarray | None) -> RandomComposition:

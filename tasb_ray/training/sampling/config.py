@@ -18,6 +18,7 @@ class Composition(str, Enum):
     RANDOM = "random"              # all training queries shuffled per epoch
     TAS = "tas"                    # one random topic cluster per batch, random pairs
     TAS_BALANCED = "tas-balanced"  # one random topic cluster per batch, balanced-margin pairs
+    TAS_AUTHORS = "tas-authors"    # the authors' loader: a cluster drawn with replacement per batch, no epochs; bins
 
 
 class PairStrategy(str, Enum):
@@ -36,7 +37,7 @@ PAIR_STRATEGIES = tuple(p.value for p in PairStrategy)
 class SamplerConfig:
     """How batches are composed. Invalid values raise :class:`ConfigError` naming the field.
 
-    ``pair_strategy=None`` means ``bins`` for ``tas-balanced`` and ``random`` otherwise.
+    ``pair_strategy=None`` means ``bins`` for ``tas-balanced`` and ``tas-authors``, ``random`` otherwise.
     ``margin_cutoff`` is required by (and only allowed with) ``hard-margin``: a query's pairs with teacher margin
     ``pos_score - neg_score < margin_cutoff`` are eligible; a query with no such pair falls back to its
     smallest-margin pair(s) (all pairs tied at the minimum, uniformly), so every query stays trainable.
@@ -74,7 +75,7 @@ class SamplerConfig:
     def effective_pair_strategy(self) -> str:
         if self.pair_strategy is not None:
             return self.pair_strategy
-        return "bins" if self.sampling == "tas-balanced" else "random"
+        return "bins" if self.sampling in (Composition.TAS_BALANCED.value, Composition.TAS_AUTHORS.value) else "random"
 
     @property
     def uses_clusters(self) -> bool:

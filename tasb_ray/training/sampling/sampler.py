@@ -4,13 +4,14 @@ The sampler: an endless, resumable iterator of batches. Two independent choices 
 chosen by name (:mod:`.compositions`, :mod:`.pair_strategies`):
 
 * **Query composition** (``SamplerConfig.sampling``): ``random`` shuffles all training queries per epoch;
-  ``tas`` / ``tas-balanced`` fill each batch from one randomly chosen topic cluster.
+  ``tas`` / ``tas-balanced`` fill each batch from one randomly chosen topic cluster; ``tas-authors`` is the
+  authors' loader (a cluster drawn with replacement per batch, no epoch bookkeeping), to compare against.
 * **Pair choice** (``SamplerConfig.pair_strategy``): for each query, which (positive, negative) pair of the
   teacher-scored pairs to train on. ``random`` is uniform over the query's pairs; ``bins`` ("balanced") splits
   the query's teacher margins into equal-width bins and picks a non-empty bin uniformly, then a pair within it;
   ``hard-margin`` only uses pairs whose margin is below ``margin_cutoff``.
 
-``tas-balanced`` is tas composition + bins; ``tas`` is tas composition + random pairs; ``random`` is random
+``tas-balanced`` and ``tas-authors`` use bins; ``tas`` is tas composition + random pairs; ``random`` is random
 composition + random pairs. ``pair_strategy`` overrides the pairing of any of them.
 
 Epochs and reproducibility: one epoch uses every training query exactly once. Each epoch's whole plan (query
@@ -22,7 +23,8 @@ the trainer decides how many steps to take.
 Differences from the authors' loader (matchmaker ``TASBalancedDatasetLoader``), on purpose:
 
 * Their cluster choice is with replacement and has no epochs, so a query can appear twice in one batch and some
-  queries may go unseen for long; here a cluster is drawn among those with queries left this epoch, without replacement.
+  queries may go unseen for long; here a cluster is drawn among those with queries left this epoch, without
+  replacement (``tas-authors`` offers theirs; :mod:`.stats` measures both).
 * With ``bins`` they build ``np.arange(min, max, (max - min) / h)`` edges, which crashes when all of a query's
   margins are equal; here such a query gets a single bin.
 * With ``bins`` they drop queries that have a single pair from training; here that pair is the query's only bin.
