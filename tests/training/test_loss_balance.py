@@ -139,7 +139,7 @@ def test_match_loss_balances_the_weighted_terms_at_the_reference_alpha():
 def test_config_field_is_checked():
     assert from_dict(TrainingConfig, {}).teachers.inbatch_scale == "match-loss"
     assert from_dict(TrainingConfig, {"teachers": {"inbatch_scale": "zscore"}}).teachers.inbatch_scale == "zscore"
-    with pytest.raises(ConfigError, match="teachers: inbatch_scale must be one of"):
+    with pytest.raises(ConfigError, match=r"teachers\.inbatch_scale must be one of"):
         from_dict(TrainingConfig, {"teachers": {"inbatch_scale": "z"}})
 
 

@@ -232,7 +232,7 @@ def test_candidates_config_checks_the_new_fields():
     cfg = from_dict(TrainingConfig, {"candidates": {"positive_grade": "max", "max_pairs_per_query": 64}})
     assert cfg.candidates.positive_grade == "max"
     assert from_dict(TrainingConfig, {"candidates": {"positive_grade": 2}}).candidates.positive_grade == 2
-    with pytest.raises(ConfigError, match="candidates: positive_grade"):
+    with pytest.raises(ConfigError, match=r"candidates\.positive_grade"):
         from_dict(TrainingConfig, {"candidates": {"positive_grade": "best"}})
-    with pytest.raises(ConfigError, match="candidates: max_pairs_per_query"):
+    with pytest.raises(ConfigError, match=r"candidates\.max_pairs_per_query"):
         from_dict(TrainingConfig, {"candidates": {"max_pairs_per_query": 0}})
