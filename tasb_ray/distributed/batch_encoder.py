@@ -24,6 +24,7 @@ from tasb_ray.schema import DOC_ID, TEXT
 
 ROW = "row"
 EMBEDDING = "embedding"
+NODE = "node"  # the Ray node that encoded a row: how a multi-node run shares out its work (manifest, stats)
 PAD_MULTIPLE = 8
 
 
@@ -78,6 +79,14 @@ def encode_bucketed(encoder, texts: Sequence[str], kind: str, batch_size: int = 
     return out
 
 
+def current_node_id() -> str:
+    """The Ray node id of this process; "" outside Ray."""
+    try:
+        return ray.get_runtime_context().get_node_id() or ""
+    except Exception:  # noqa: BLE001 - outside Ray
+        return ""
+
+
 def assigned_cpus() -> int:
     try:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
@@ -89,8 +98,8 @@ def assigned_cpus() -> int:
 class EncoderActor:
     """Ray Data callable class: loads a :class:`BertDot` once, then encodes pyarrow batches.
 
-    Input batches have ``row``, the id column and ``text``; output batches ``row``, the id column and
-    ``embedding`` (fixed-size list of float32), same rows, same order.
+    Input batches have ``row``, the id column and ``text``; output batches ``row``, the id column,
+    ``embedding`` (fixed-size list of float32) and ``node`` (the actor's Ray node id), same rows, same order.
 
     Args:
         model, pooling, normalize, query_max_len, passage_max_len: as for :class:`BertDot`.
@@ -112,12 +121,13 @@ class EncoderActor:
         self.kind = kind
         self.id_column = id_column
         self.batch_size = batch_size
+        self.node = current_node_id()
 
     def __call__(self, batch):
         texts = batch.column(TEXT).to_pylist()
         vectors = encode_bucketed(self.encoder, texts, self.kind, self.batch_size)
         return pa.table({ROW: batch.column(ROW), self.id_column: batch.column(self.id_column),
-                         EMBEDDING: fixed_size_list(vectors)})
+                         EMBEDDING: fixed_size_list(vectors), NODE: pa.array([self.node] * len(texts), pa.string())})
 
 
 def fixed_size_list(vectors: np.ndarray):

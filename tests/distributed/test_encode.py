@@ -186,3 +186,15 @@ def test_encode_queries_shards_query_ids(ray_local, prepared, tiny_model, tmp_pa
     want = BertDot(str(tiny_model)).encode(queries["text"].tolist(), "query")
     np.testing.assert_allclose(vectors, want, atol=1e-5, rtol=0)
     assert read_manifest(out)["kind"] == "query" and read_manifest(out)["dataset"]["split"] == "train"
+
+
+def test_cpu_pool_leaves_a_whole_cpu_free_on_every_node():
+    from tasb_ray.distributed.ray_data import cpu_actor_resources, cpu_pool
+
+    assert cpu_pool(2) == (2, 1, 0.5)  # one node: one CPU free in all
+    # Two 1-CPU nodes: half a CPU free on each fits no 1-CPU read task, so the actors reserve no CPU, and a token
+    # of memory so that SPREAD still places them on different nodes.
+    assert cpu_pool(2, node_cpus=[1, 1]) == (2, 1, 0.0)
+    assert cpu_actor_resources(0.0) == {"num_cpus": 0, "memory": 2**20}
+    assert cpu_pool(16, 2, node_cpus=[8, 8]) == (2, 8, 7.0)  # one actor per node, one CPU of each node free
+    assert cpu_pool(16, 4, node_cpus=[8, 8]) == (4, 4, 3.5)
