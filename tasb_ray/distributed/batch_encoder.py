@@ -32,6 +32,7 @@ EMBEDDING = "embedding"
 # Per-row note of the actor that encoded the row: "device|Ray GPU ids|CUDA_VISIBLE_DEVICES". Drivers read it into
 # their stats (which GPU each actor held) and never write it to a shard.
 PLACEMENT = "_placement"
+NODE = "node"  # the Ray node that encoded a row: how a multi-node run shares out its work (manifest, stats)
 PAD_MULTIPLE = 8
 
 
@@ -89,6 +90,14 @@ def encode_bucketed(encoder, texts: Sequence[str], kind: str, batch_size: int = 
     return out
 
 
+def current_node_id() -> str:
+    """The Ray node id of this process; "" outside Ray."""
+    try:
+        return ray.get_runtime_context().get_node_id() or ""
+    except Exception:  # noqa: BLE001 - outside Ray
+        return ""
+
+
 def assigned_cpus() -> int:
     try:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
@@ -100,8 +109,8 @@ def assigned_cpus() -> int:
 class EncoderActor:
     """Ray Data callable class: loads a :class:`BertDot` once, then encodes pyarrow batches.
 
-    Input batches have ``row``, the id column and ``text``; output batches ``row``, the id column and
-    ``embedding`` (fixed-size list of float32), same rows, same order.
+    Input batches have ``row``, the id column and ``text``; output batches ``row``, the id column,
+    ``embedding`` (fixed-size list of float32) and ``node`` (the actor's Ray node id), same rows, same order.
 
     Args:
         model, pooling, normalize, query_max_len, passage_max_len: as for :class:`BertDot`.
@@ -132,13 +141,15 @@ class EncoderActor:
             # CUDA context, cuBLAS handles and kernel selection cost ~1 s on the first call: pay it here, not in
             # the first block (where it would count against the actor's throughput).
             encode_bucketed(self.encoder, ["warm up"] * 2, kind, batch_size)
+        self.node = current_node_id()
 
     def __call__(self, batch):
         texts = batch.column(TEXT).to_pylist()
         vectors = encode_bucketed(self.encoder, texts, self.kind, self.batch_size)
         return pa.table({ROW: batch.column(ROW), self.id_column: batch.column(self.id_column),
                          EMBEDDING: fixed_size_list(vectors),
-                         PLACEMENT: pa.array([self.placement] * batch.num_rows, type=pa.string())})
+                         PLACEMENT: pa.array([self.placement] * batch.num_rows, type=pa.string()),
+                         NODE: pa.array([self.node] * len(texts), pa.string())})
 
 
 def placement_note(device: str) -> str:

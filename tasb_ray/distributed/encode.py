@@ -146,10 +146,11 @@ def _run(inp: EncodeInput, model: str, out_dir: str | os.PathLike, o: EncodeOpti
 
     dim = None
     timing: dict[str, float] = {}
+    rows_by_node: dict[str, int] = {}
     if missing and manifest is not None:
         out.delete(MANIFEST)  # shards went missing since it was written: the directory is incomplete again
     if missing:
-        dim = encode_missing(inp, name, spec, out, plan, missing, key, o, shards, timing)
+        dim, rows_by_node = encode_missing(inp, name, spec, out, plan, missing, key, o, shards, timing)
     encoded = len(missing)
 
     # Everything is on disk: check it, hash the kept shards, index, and only then the manifest.
@@ -182,14 +183,14 @@ def _run(inp: EncodeInput, model: str, out_dir: str | os.PathLike, o: EncodeOpti
         out.delete(INDEX_DIR)
 
     timing["total_s"] = time.perf_counter() - t_start
-    o.stats.update(encoded_shards=encoded, reused_shards=len(kept), **timing)
+    o.stats.update(encoded_shards=encoded, reused_shards=len(kept), rows_by_node=dict(rows_by_node), **timing)
     new_manifest = {
         "format": FORMAT, "key": key, "kind": inp.kind, "model": name, "model_fingerprint": ident["model_fingerprint"],
         "encoder": spec, "max_len": max_len, "pad_multiple": PAD_MULTIPLE, "dim": int(dim), "rows": inp.rows,
         "id_column": inp.id_column, "dataset": inp.identity, "shard_rows": plan.shard_rows,
         "shards": [shards[s] for s in range(plan.n_shards)], "index": index_info,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "last_run": {"encoded_shards": encoded, "reused_shards": len(kept),
+        "last_run": {"encoded_shards": encoded, "reused_shards": len(kept), "rows_by_node": rows_by_node,
                      **{k: round(v, 3) for k, v in timing.items()}},
     }
     out.write_atomic(MANIFEST, (json.dumps(new_manifest, indent=2, sort_keys=True) + "\n").encode())
@@ -310,7 +311,8 @@ def encode_corpus(ds, model: str, out: str | os.PathLike, *, pooling: str = "aut
         show_progress: a tqdm bar over rows, advanced as shards complete.
         address, ray_temp_dir, ray_num_cpus: see :func:`tasb_ray.distributed.runtime.init_ray`; Ray is started
             only when something is left to encode, and shut down afterwards if started here.
-        stats: filled with ``encoded_shards``, ``reused_shards`` and timings (``first_shard_s``, ``encode_s``,
+        stats: filled with ``encoded_shards``, ``reused_shards``, ``rows_by_node`` (rows encoded in this call per
+            Ray node id, also in the manifest's ``last_run``) and timings (``first_shard_s``, ``encode_s``,
             ``steady_rows_per_s``, ``total_s``).
 
     Returns:

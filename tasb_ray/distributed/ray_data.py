@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from ray.data.expressions import col, lit
 from tqdm.auto import tqdm
 
 from tasb_ray.distributed.batch_encoder import ROW, EncoderActor, placements_of
-from tasb_ray.distributed.runtime import cluster_cpus_gpus, ray_session
+from tasb_ray.distributed.runtime import cluster_cpus_gpus, node_cpus, ray_session
 from tasb_ray.distributed.shards import OutputDir, ShardPlan, ShardWriter, row_ranges
 from tasb_ray.errors import TasbRayError
 from tasb_ray.schema import DOC_ID, QUERY_ID, TEXT
@@ -143,19 +144,31 @@ def data_context(preserve_order: bool = False):
         ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
 
 
-def cpu_pool(cpus: float, num_actors: int | None = None, cpus_per_actor: int | None = None) -> tuple[int, int, float]:
+def cpu_pool(cpus: float, num_actors: int | None = None, cpus_per_actor: int | None = None,
+             node_cpus: Sequence[float] | None = None) -> tuple[int, int, float]:
     """(actors, torch threads per actor, logical CPUs each actor reserves) for CPU encoding on ``cpus`` CPUs.
 
     Threads: ``cpus_per_actor``, else the actor's share of the CPUs, so the pool never runs more threads than
     cores. Logical reservation: the threads, but shrunk so that one CPU stays free: Ray Data's file listing and
     read tasks each ask for a whole CPU, and an actor pool holding every CPU starves them (measured: a 2-actor
     pool on 2 CPUs never got its first block).
+
+    ``node_cpus`` (CPUs per node) on a cluster of several nodes: one CPU stays free on *each* node, with the
+    actors counted as spread evenly (Ray Data's default). A free CPU split in halves over two nodes fits no
+    1-CPU task, and the ``local://`` read must run on the driver's node (measured: a 2-actor pool on two 1-CPU
+    nodes deadlocked before its first block). On 1-CPU nodes the actors reserve no CPU
+    (see :func:`cpu_actor_resources`).
     """
     if num_actors is None:
         num_actors = max(1, int(cpus // (cpus_per_actor or 1)))
     threads = int(cpus_per_actor) if cpus_per_actor else max(1, int(cpus // num_actors))
-    spare = max(0.0, cpus - 1.0)
-    logical = round(min(float(threads), spare / num_actors), 4)
+    nodes = [float(c) for c in (node_cpus or ()) if c > 0]
+    if len(nodes) > 1:
+        per_node = -(-int(num_actors) // len(nodes))
+        share = max(0.0, min(nodes) - 1.0) / per_node
+    else:
+        share = max(0.0, cpus - 1.0) / num_actors
+    logical = round(min(float(threads), share), 4)
     return int(num_actors), threads, logical
 
 
@@ -172,8 +185,24 @@ def gpu_pool(cpus: float, gpus: float, num_actors: int | None = None) -> tuple[i
     return n, {"num_gpus": 1, "num_cpus": cpu}
 
 
+TOKEN_MEMORY = 2**20
+
+
+def cpu_actor_resources(logical_cpus: float) -> dict:
+    """``map_batches`` resources of a CPU actor reserving ``logical_cpus``.
+
+    Ray places a request for no resources at all on the caller's node, whatever the scheduling strategy (measured
+    with two 1-CPU nodes: both zero-CPU actors on the head despite SPREAD); a token memory request (1 MiB) lets
+    Ray Data's SPREAD put them on different nodes.
+    """
+    if logical_cpus > 0:
+        return {"num_cpus": logical_cpus}
+    return {"num_cpus": 0, "memory": TOKEN_MEMORY}
+
+
 def encode_missing(inp: EncodeInput, name: str, spec: dict, out: OutputDir, plan: ShardPlan, missing: list[int], key: str,
-                    o: EncodeOptions, shards: dict, timing: dict) -> int:
+                   o: EncodeOptions, shards: dict, timing: dict) -> tuple[int, dict[str, int]]:
+    """Encode and write the ``missing`` shards (filling ``shards`` and ``timing``); (dim, rows per Ray node id)."""
 
     with ray_session(o.address, num_cpus=o.ray_num_cpus, temp_dir=o.ray_temp_dir):
         cpus, gpus = cluster_cpus_gpus()
@@ -182,8 +211,8 @@ def encode_missing(inp: EncodeInput, name: str, spec: dict, out: OutputDir, plan
             num_actors, resources = gpu_pool(cpus, gpus, o.num_actors)
             threads = None
         else:
-            num_actors, threads, logical = cpu_pool(cpus, o.num_actors, o.cpus_per_actor)
-            resources = {"num_cpus": logical}
+            num_actors, threads, logical = cpu_pool(cpus, o.num_actors, o.cpus_per_actor, node_cpus())
+            resources = cpu_actor_resources(logical)
         todo_rows = sum(plan.bounds(s)[1] - plan.bounds(s)[0] for s in missing)
         # At least ~4 blocks per actor, so a small job does not end with one busy actor and the rest idle.
         block_rows = max(1, min(o.block_rows, -(-todo_rows // (4 * num_actors))))
@@ -197,7 +226,7 @@ def encode_missing(inp: EncodeInput, name: str, spec: dict, out: OutputDir, plan
 
 def _stream(inp: EncodeInput, name: str, spec: dict, out: OutputDir, plan: ShardPlan, missing: list[int], key: str,
             o: EncodeOptions, shards: dict, timing: dict, use_gpu: bool, num_actors: int, threads: int | None,
-            resources: dict, block_rows: int) -> int:
+            resources: dict, block_rows: int) -> tuple[int, dict[str, int]]:
     """Run the Ray Data pipeline over the missing shards' rows and write each shard as it completes."""
     source = inp.dataset(row_ranges(plan, missing), block_rows)
     encoded = source.map_batches(
@@ -255,4 +284,4 @@ def _stream(inp: EncodeInput, name: str, spec: dict, out: OutputDir, plan: Shard
     steady_rows = sum(shards[s]["rows"] for s in missing) - first_rows
     if last > first and steady_rows > 0:
         timing["steady_rows_per_s"] = steady_rows / (last - first)
-    return writer.dim
+    return writer.dim, writer.rows_by_node

@@ -4,6 +4,10 @@ Ray 2.60 binds a local instance to the machine's external address unless ``RAY_E
 (read once, when ``ray`` is first imported; ``ray.init(_node_ip_address="127.0.0.1")`` alone does not help), so
 this module sets it before importing Ray and, if Ray was imported earlier, flips the constant Ray reads.
 Verified on this machine with ``ss -ltnp``: every Ray listener on 127.0.0.1.
+
+Joining a cluster at a loopback address (``127.0.0.1:PORT``, ``localhost:PORT``) needs the same setting: otherwise
+``ray.init`` rewrites the loopback host to the machine's external address (``resolve_ip_for_localhost``), where a
+loopback-only head does not listen, and the driver waits for a GCS it never reaches.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from ray._private import ray_constants
 log = logging.getLogger(__name__)
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback_address(address: str) -> bool:
+    """True for ``[ray://]127.0.0.1:PORT``, ``localhost:PORT`` and ``[::1]:PORT``."""
+    rest = address.split("://", 1)[-1]
+    host = rest[1:rest.index("]")] if rest.startswith("[") and "]" in rest else rest.rsplit(":", 1)[0]
+    return host in LOOPBACK_HOSTS
 
 
 def _quiet_env() -> None:
@@ -44,7 +56,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: 
 
     Args:
         address: a cluster to join (``ray://host:10001``, ``host:6379`` or ``auto``); default ``$RAY_ADDRESS``,
-            else a new local instance on 127.0.0.1 (no dashboard).
+            else a new local instance on 127.0.0.1 (no dashboard). A loopback address stays on loopback.
         num_cpus, num_gpus: resources of a new local instance (default: what the machine has).
         temp_dir: Ray's session directory for a new local instance (made absolute; default Ray's /tmp/ray).
         object_store_memory: bytes of shared memory for a new local instance's object store.
@@ -55,7 +67,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: 
     """
     _quiet_env()
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address is None:
+    if address is None or is_loopback_address(address):
         _force_loopback()
 
     if ray.is_initialized():
@@ -102,3 +114,8 @@ def cluster_cpus_gpus() -> tuple[float, float]:
     """Total CPUs and GPUs of the connected cluster."""
     res = ray.cluster_resources()
     return float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
+
+
+def node_cpus() -> list[float]:
+    """CPUs of each alive node of the connected cluster."""
+    return [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]

@@ -26,10 +26,11 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tasb_ray.distributed.batch_encoder import EMBEDDING, ROW, fixed_size_list, vectors_of
+from tasb_ray.distributed.batch_encoder import EMBEDDING, NODE, ROW, fixed_size_list, vectors_of
 from tasb_ray.errors import TasbRayError
 from tasb_ray.schema import DOC_ID
 
@@ -158,7 +159,10 @@ def shard_bytes(ids: np.ndarray, vectors: np.ndarray, id_column: str, record: di
 
 
 class ShardWriter:
-    """Collects encoded rows from the stream and writes each shard once all its rows are in."""
+    """Collects encoded rows from the stream and writes each shard once all its rows are in.
+
+    ``rows_by_node`` counts the rows received per Ray node (batches with a ``node`` column): where the work ran.
+    """
 
     def __init__(self, out: OutputDir, plan: ShardPlan, todo: Iterable[int], id_column: str, key: str,
                  on_written: Callable[[int, dict], None]):
@@ -168,11 +172,15 @@ class ShardWriter:
         self.count: dict[int, int] = {}
         self.on_written = on_written
         self.dim: int | None = None
+        self.rows_by_node: dict[str, int] = {}
 
     def add(self, batch) -> None:
         rows = batch.column(ROW).to_numpy()
         if len(rows) == 0:
             return
+        if NODE in batch.column_names:
+            for item in pc.value_counts(batch.column(NODE)).to_pylist():
+                self.rows_by_node[item["values"]] = self.rows_by_node.get(item["values"], 0) + item["counts"]
         shard = rows // self.plan.shard_rows
         # Rows arrive in order (preserve_order), so a batch is one or a few runs of equal shard ids.
         cuts = np.flatnonzero(np.diff(shard)) + 1

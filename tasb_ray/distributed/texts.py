@@ -18,8 +18,8 @@ import torch
 from transformers import AutoConfig
 
 from tasb_ray.distributed.batch_encoder import EMBEDDING, ROW, EncoderActor, assigned_cpus, resolve_encoder, vectors_of
-from tasb_ray.distributed.ray_data import cpu_pool, data_context, gpu_pool
-from tasb_ray.distributed.runtime import cluster_cpus_gpus, ray_session
+from tasb_ray.distributed.ray_data import cpu_actor_resources, cpu_pool, data_context, gpu_pool
+from tasb_ray.distributed.runtime import cluster_cpus_gpus, node_cpus, ray_session
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.schema import QUERY_ID, TEXT
 
@@ -43,8 +43,8 @@ def actor_pool(num_actors: int | None, use_gpu: bool | str,
     if gpu:
         n, resources = gpu_pool(cpus, gpus, num_actors)
         return n, resources, None
-    n, threads, logical = cpu_pool(cpus, num_actors, cpus_per_actor)
-    return n, {"num_cpus": logical}, threads
+    n, threads, logical = cpu_pool(cpus, num_actors, cpus_per_actor, node_cpus())
+    return n, cpu_actor_resources(logical), threads
 
 
 

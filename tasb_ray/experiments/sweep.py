@@ -250,7 +250,7 @@ def _collect(grid) -> tuple[pd.DataFrame, dict[str, dict[str, float]], pd.DataFr
         if final is None:
             row.update(status="FAILED", error=str(res.error).splitlines()[0][:300] if res.error else "no final result")
         else:
-            row.update(status="FINISHED", error="", plan_hash=final.get("plan_hash", ""))
+            row.update(status="FINISHED", error="", plan_hash=final.get("plan_hash", ""), node=final.get("node_id", ""))
             row.update(final.get("placement") or {})
             values = {k: v for k, v in final["metrics"].items() if "/" in k}
             metrics[trial["key"]] = values

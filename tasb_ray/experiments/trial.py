@@ -186,9 +186,11 @@ def write_final(cfg, result, trial: dict, final: Path, placement: dict | None = 
         metrics.update(pipeline_metrics)
         write_text(final / "pipeline.md", pipeline_md)
     per_q.to_parquet(final / PER_QUERY, index=False)
+    # The node id says where the trial ran (a multi-node sweep spreads trials; kept out of the numeric metrics).
     write_json(final / FINAL_MARKER, {"key": trial["key"], "group": trial["group"], "values": trial["values"],
                                        "plan_hash": result.plan_hash, "metrics": metrics,
-                                       "placement": placement or {}})
+                                       "placement": placement or {},
+                                       "node_id": ray.get_runtime_context().get_node_id()})
     return final
 
 

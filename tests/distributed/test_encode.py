@@ -201,3 +201,15 @@ def test_manifest_entry_outside_the_directory_is_refused(tmp_path):
                                             "shards": [{"file": "../outside/other.parquet", "rows": 1}]}))
     with pytest.raises(TasbRayError, match=r"shard file '\.\./outside/other\.parquet' is not a shard name"):
         load_embeddings(out)
+
+
+def test_cpu_pool_leaves_a_whole_cpu_free_on_every_node():
+    from tasb_ray.distributed.ray_data import cpu_actor_resources, cpu_pool
+
+    assert cpu_pool(2) == (2, 1, 0.5)  # one node: one CPU free in all
+    # Two 1-CPU nodes: half a CPU free on each fits no 1-CPU read task, so the actors reserve no CPU, and a token
+    # of memory so that SPREAD still places them on different nodes.
+    assert cpu_pool(2, node_cpus=[1, 1]) == (2, 1, 0.0)
+    assert cpu_actor_resources(0.0) == {"num_cpus": 0, "memory": 2**20}
+    assert cpu_pool(16, 2, node_cpus=[8, 8]) == (2, 8, 7.0)  # one actor per node, one CPU of each node free
+    assert cpu_pool(16, 4, node_cpus=[8, 8]) == (4, 4, 3.5)
