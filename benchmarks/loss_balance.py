@@ -52,8 +52,7 @@ def measure(cfg: TrainingConfig, samplings: list[str], n_batches: int) -> dict:
                      dict(zip(corpus[DOC_ID], corpus[TEXT])), read_clusters(clusters_dir / "clusters.parquet"))
     teacher = build_teacher(cfg.teachers.inbatch, corpus=corpus)
     attach_teacher_vectors(teacher, cfg.teachers.inbatch, ds, work_dir(cfg), require_cached=True)
-    calib = lambda: (calibration_batches(data.pairs, cfg.sampler.batch_size), data.query_text,
-                     data.passage_text)
+    calib = lambda: (calibration_batches(data.pairs, cfg.sampler.batch_size), data.batch_texts)
     trainers = {s: Trainer(dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, sampling=s)), data,
                            "/tmp/loss-balance-unused", teacher) for s in samplings}
     # Every arm of a seed starts from the same weights, so any arm's student calibrates match-loss.

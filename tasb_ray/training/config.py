@@ -193,7 +193,8 @@ class OptimConfig:
         check_range("lr", self.lr, 0, low_open=True)
         check_range("weight_decay", self.weight_decay, 0)
         check_range("warmup_steps", self.warmup_steps, 0, integer=True)
-        check_range("max_steps", self.max_steps, 1, integer=True, allow_none=True)
+        # 0 trains nothing: the sweep's untrained reference evaluates the student as it starts.
+        check_range("max_steps", self.max_steps, 0, integer=True, allow_none=True)
         check_range("epochs", self.epochs, 0, low_open=True, allow_none=True)
         # 0 would clip every gradient to nothing; null turns clipping off.
         check_range("grad_clip", self.grad_clip, 0, low_open=True, allow_none=True)

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from tasb_ray.teachers.ensemble import znorm_rows
-from tasb_ray.training.sampling import Batch, BatchSampler, SamplerConfig
+from tasb_ray.training.sampling import Batch, BatchSampler, PairIds, SamplerConfig
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,10 @@ def spread(margins: np.ndarray) -> tuple[float, float]:
     return float(np.mean(margins)), float(np.std(margins))
 
 
-def calibration_batches(pairs: pd.DataFrame, batch_size: int) -> list[Batch]:
-    """The fixed calibration sample (see the module docstring)."""
+def calibration_batches(pairs: pd.DataFrame, batch_size: int, ids: PairIds | None = None) -> list[Batch]:
+    """The fixed calibration sample (see the module docstring); ``ids`` when the pairs hold row codes."""
     sampler = BatchSampler(pairs, SamplerConfig(sampling="random", pair_strategy="random", batch_size=batch_size,
-                                                seed=CALIBRATION_SEED))
+                                                seed=CALIBRATION_SEED), ids=ids)
     n = min(CALIBRATION_BATCHES, sampler.batches_per_epoch)
     return [next(sampler) for _ in range(n)]
 
@@ -108,13 +108,14 @@ class ScaledInBatchTeacher:
         teacher: the in-batch teacher (anything with ``score_matrix``; an ensemble exposes ``components`` and
             ``weights``).
         mode: one of :data:`INBATCH_SCALES`.
-        calibration: for the ``match-*`` modes, returns the calibration batches and their texts; called once, on the
+        calibration: for the ``match-*`` modes, returns the calibration batches and a function giving a batch's
+            (query texts, [positive; negative] passage texts); called once, on the
             first score (after the trainer's ``precompute``, so the teacher's vectors are cached by then).
         student: for ``match-loss``, the student's B x 2B ``[positives; negatives]`` score matrix of a batch at its
             initial weights (scaled as in training, no dropout, no gradient).
     """
 
-    def __init__(self, teacher, mode: str, calibration: Callable[[], tuple[list[Batch], dict, dict]] | None = None,
+    def __init__(self, teacher, mode: str, calibration: Callable[[], tuple[list[Batch], Callable]] | None = None,
                  student: Callable[[Batch], np.ndarray] | None = None):
         self.teacher = teacher
         self.mode = InBatchScale(mode)
@@ -151,13 +152,13 @@ class ScaledInBatchTeacher:
         if self.factor is not None:
             return self.factor
         assert self._calibration is not None, f"{self.mode.value} needs a calibration sample"
-        batches, query_text, passage_text = self._calibration()
+        batches, texts = self._calibration()
         pair, inb, s_pair, s_inb = [], [], [], []
         for batch in batches:
             pids = batch.pos_pids + batch.neg_pids
+            q_texts, p_texts = texts(batch)
             pair.append(pair_margins(batch.pos_scores, batch.neg_scores))
-            inb.append(inbatch_margins(self.base_matrix(batch.qids, [query_text[q] for q in batch.qids], pids,
-                                                        [passage_text[p] for p in pids])))
+            inb.append(inbatch_margins(self.base_matrix(batch.qids, q_texts, pids, p_texts)))
             if self.mode is InBatchScale.MATCH_LOSS:
                 assert self._student is not None, "match-loss needs the student's scores"
                 s = np.asarray(self._student(batch), dtype=np.float64)

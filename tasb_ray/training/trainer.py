@@ -182,7 +182,7 @@ class Trainer:
         if inbatch_teacher is not None:
             self.teacher = ScaledInBatchTeacher(
                 inbatch_teacher, cfg.teachers.inbatch_scale,
-                lambda: (calibration_batches(data.pairs, cfg.sampler.batch_size), data.query_text, data.passage_text),
+                lambda: (calibration_batches(data.pairs, cfg.sampler.batch_size, ids=data.ids), data.batch_texts),
                 student=self.student_matrix)
         self.dev = dev
         self.reporters = list(reporters)

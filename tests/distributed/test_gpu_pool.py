@@ -97,10 +97,10 @@ def test_bf16_training_loss_agrees_with_fp32(tiny_model, tmp_path):
     assert trainer.amp_dtype is None   # amp is for CUDA only unless asked for
     batch = next(trainer.sampler.fork())
     torch.manual_seed(0)   # the same dropout masks in both passes: only the precision differs
-    fp32 = trainer.batch_loss(batch)
+    fp32, _ = trainer.batch_loss(batch)
     trainer.amp_dtype = torch.bfloat16
     torch.manual_seed(0)
-    bf16 = trainer.batch_loss(batch)
+    bf16, _ = trainer.batch_loss(batch)
     print(f"bf16 vs fp32 loss: {bf16.total.item():.6f} vs {fp32.total.item():.6f}")
     assert bf16.total.dtype == torch.float32   # scores are cast up before the loss
     assert fp32.total.item() != bf16.total.item(), "autocast did not change anything: the bf16 path did not run"

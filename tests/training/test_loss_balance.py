@@ -65,11 +65,11 @@ def test_raw_and_zscore_modes():
 
 def test_match_pairwise_matches_the_spreads_and_ignores_the_run_sampling():
     data = _data(n_queries=16)
-    calib = lambda: (calibration_batches(data.pairs, 4), data.query_text, data.passage_text)
+    calib = lambda: (calibration_batches(data.pairs, 4), data.batch_texts)
     scaled = ScaledInBatchTeacher(OverlapTeacher(), "match-pairwise", calib)
     assert scaled.factor is None
     factor = scaled.calibrate()
-    batches, _, _ = calib()
+    batches, _ = calib()
     pair, inb = [], []
     for batch in batches:
         pids = batch.pos_pids + batch.neg_pids
@@ -102,7 +102,7 @@ def _calibration_losses(scaled, data, student):
 
 def test_match_loss_balances_the_weighted_terms_at_the_reference_alpha():
     data = _data(n_queries=16)
-    calib = lambda: (calibration_batches(data.pairs, 4), data.query_text, data.passage_text)
+    calib = lambda: (calibration_batches(data.pairs, 4), data.batch_texts)
     teacher = OverlapTeacher()
 
     def student(batch, scale=0.5):  # a fixed "student": the teacher's own z-scores, shrunk and shifted by passage
