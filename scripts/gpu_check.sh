@@ -122,11 +122,15 @@ fi
 
 if [[ $STEPS == *b* ]]; then
     rm -rf "$WORK/emb"
+    # Ray's socket paths (<temp>/session_<date>_<pid>/sockets/plasma_store) must fit in 107 bytes: a short temp dir,
+    # not one under a possibly deep $WORK.
+    RAY_B=$(mktemp -d /tmp/tr-b-XXXX)
     # shellcheck disable=SC2086
     step b "encode-corpus on Ray Data with a GPU actor" $T_B "$PY" -m tasb_ray.cli encode-corpus \
         --dataset "$DATASET" --model "$MODEL" --out "$WORK/emb" --no-progress $GPU_FLAG \
-        --ray-temp-dir "$WORK/ray-b" \
+        --ray-temp-dir "$RAY_B" \
         && { echo '```'; grep -E "^(embeddings|actors):" "$WORK/b.log"; echo '```'; echo; } >> "$OUT"
+    rm -rf "$RAY_B"
 fi
 
 if [[ $STEPS == *c* ]]; then
