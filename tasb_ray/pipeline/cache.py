@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from tasb_ray.distributed.batch_encoder import model_fingerprint
 from tasb_ray.errors import TasbRayError
 from tasb_ray.fileio import atomic_dir, write_json
 
@@ -73,6 +74,20 @@ def why_rebuilt(work_dir: Path, name: str, inputs: Any) -> str:
     diff = _differences(old, fresh)
     shown = ", ".join(diff[:5]) + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
     return f"differs from {earlier[-1].parent.name} in {shown}" if diff else "same inputs as an unfinished build"
+
+
+def local_model_contents(names) -> dict[str, str]:
+    """Fingerprints (weights and configs) of the models among ``names`` that are local directories, by name.
+
+    A model given by path can be retrained in place; its path alone would find stages built with the old weights.
+    Short names and hub ids are left out (their content is pinned by the package or the hub revision), so keys of
+    stages built from them do not change.
+    """
+    out = {}
+    for name in names:
+        if name and Path(str(name)).expanduser().is_dir():
+            out[str(name)] = model_fingerprint(str(Path(str(name)).expanduser().resolve()))
+    return out
 
 
 def dataset_identity(manifest: dict) -> dict:

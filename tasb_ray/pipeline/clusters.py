@@ -9,7 +9,7 @@ from tasb_ray.data import PreparedDataset
 from tasb_ray.distributed.batch_encoder import encode_bucketed
 from tasb_ray.distributed.options import RayOptions
 from tasb_ray.distributed.texts import encode_queries_ray
-from tasb_ray.pipeline.cache import cached_stage, dataset_identity
+from tasb_ray.pipeline.cache import cached_stage, dataset_identity, local_model_contents
 from tasb_ray.pipeline.context import student_encoder, work_dir
 from tasb_ray.schema import QUERY_ID, TEXT
 from tasb_ray.training.clusters import (
@@ -46,6 +46,9 @@ def clusters_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = Fal
     inputs = {"data": dataset_identity(ds.manifest), "split": cfg.data.train_split, "clusters": to_dict(k),
               "encoder": encoder_name, "pooling": cfg.student.pooling, "normalize": cfg.student.normalize,
               "query_max_len": cfg.student.query_max_len}
+    models = local_model_contents([encoder_name])
+    if models:  # only a model given by path changes the key: stages of packaged models stay valid
+        inputs["model_contents"] = models
 
     def build(tmp: Path) -> dict:
         queries = ds.queries(cfg.data.train_split)

@@ -11,7 +11,7 @@ from tasb_ray.data import PreparedDataset
 from tasb_ray.distributed.options import RayOptions
 from tasb_ray.errors import TasbRayError
 from tasb_ray.fileio import content_sha256
-from tasb_ray.pipeline.cache import cached_stage, dataset_identity
+from tasb_ray.pipeline.cache import cached_stage, dataset_identity, local_model_contents
 from tasb_ray.pipeline.context import ray_scope, student_encoder, work_dir
 from tasb_ray.pipeline.scoring import score_pairs_ray
 from tasb_ray.pipeline.teacher_vectors import attach_teacher_vectors, ensure_teacher_vectors
@@ -56,6 +56,11 @@ def candidates_key(c: CandidatesConfig) -> dict:
     return {k: v for k, v in to_dict(c).items() if k not in LATER_OPTIONS or v is not None}
 
 
+def teacher_models(teacher: TeacherConfig) -> list[str]:
+    """The model names a teacher config loads (its members' too)."""
+    return ([teacher.model] if teacher.model else []) + [m for c in teacher.components for m in teacher_models(c)]
+
+
 def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
                 require_cached: bool = False, ray: RayOptions | None = None) -> tuple[Path, dict]:
     """Candidates → triples → pairwise-teacher scores, once per (data, candidates, teacher) setting.
@@ -81,6 +86,10 @@ def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
     files = teacher_file_contents(cfg.teachers.pairwise)
     if files:  # only keys with score files change: stages of model teachers stay valid
         inputs["teacher_files"] = files
+    models = local_model_contents([cfg.student.model if "dense" in c.sources else None,
+                                   *teacher_models(cfg.teachers.pairwise)])
+    if models:  # only models given by path change the key
+        inputs["model_contents"] = models
 
     def build(tmp: Path) -> dict:
         encoder = student_encoder(cfg.student.model, cfg) if "dense" in c.sources else None

@@ -370,8 +370,8 @@ class Trainer:
                 raise TasbRayError(f"{path}: checkpoint was made with a different '{key}' config; "
                                    "use a new output_dir or delete the checkpoint")
         load_weights(self.student, path / "model")
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device))
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt"))
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         rng = load_rng_state(path / "rng.pt")
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():

@@ -68,3 +68,22 @@ def test_why_rebuilt_names_the_differing_inputs(tmp_path):
     (tmp_path / "pairs-aaa" / "stage.json").write_text('{"inputs": {"a": 1, "b": {"c": 2}}, "info": {}}')
     assert why_rebuilt(tmp_path, "pairs", {"a": 1, "b": {"c": 3}}) == "differs from pairs-aaa in b.c"
     assert why_rebuilt(tmp_path, "clusters", {}) == "no earlier stage"
+
+
+def test_a_model_retrained_in_place_rebuilds_the_clusters_stage(tmp_path, tiny_beir, tiny_model):
+    import json
+    import shutil
+
+    from tasb_ray.pipeline.run import clusters_stage
+
+    model = tmp_path / "student"
+    shutil.copytree(tiny_model, model)
+    raw = _config(tmp_path, tiny_beir, model)
+    cfg = from_dict(TrainingConfig, raw)
+    ds = open_data(cfg)
+    first, _ = clusters_stage(cfg, ds)
+    assert clusters_stage(cfg, ds)[0] == first
+    config = json.loads((model / "config.json").read_text())
+    config["retrained"] = True  # same path, other content
+    (model / "config.json").write_text(json.dumps(config))
+    assert clusters_stage(cfg, ds)[0] != first
