@@ -396,17 +396,20 @@ class Trainer:
         plan = build_plan(self.sampler, self.steps * self.cfg.optim.grad_accum)
         self.plan_hash = plan_hash(plan)
         write_plan(plan, self.out / "plan.parquet")
-        precompute = getattr(self.teacher, "precompute", None)
+        # With no step to take (max_steps 0: a sweep's untrained reference) the teacher is never asked, and there is
+        # no plan to describe.
+        precompute = getattr(self.teacher, "precompute", None) if self.steps else None
         if precompute is not None:
             # Encode every training text once, length-sorted, instead of a few per step.
             qids, q_texts, pids, p_texts = self.data.training_texts()
             precompute(qids, q_texts, "query")
             precompute(pids, p_texts, "passage")
-        if self.teacher is not None:
+        if self.teacher is not None and self.steps:
             self.teacher.calibrate()  # once, now that the teacher's vectors are cached
-        self.plan_stats = plan_statistics(self.sampler, self.steps * self.cfg.optim.grad_accum)
-        for r in self.reporters:
-            r.on_eval(0, "plan", plan_metrics(self.plan_stats))
+        if self.steps:
+            self.plan_stats = plan_statistics(self.sampler, self.steps * self.cfg.optim.grad_accum)
+            for r in self.reporters:
+                r.on_eval(0, "plan", plan_metrics(self.plan_stats))
         if resume and (self.out / CHECKPOINT / STATE).is_file():
             self.load_checkpoint(self.out / CHECKPOINT)
         elif (self.out / HISTORY).exists():

@@ -350,7 +350,7 @@ def test_sweep_runs_trials_on_both_nodes(cluster, tiny_model, tmp_path, monkeypa
     # One CPU per trial and per node: the two trials run at the same time, one on each node. ship_shared sends
     # the shared stages through the object store, as a worker node without the driver's disk would need.
     path = write_sweep(tmp_path, tiny_model, ray={"address": cluster.address, "ship_shared": "always"},
-                       pipelines={"enabled": False})
+                       pipelines={"enabled": False}, reference=False)  # two trials for two nodes
     with driver_env(cluster), watchdog(300):
         result = run_sweep(load_sweep_config(path), say=lambda s: None)
     trials = result.trials

@@ -79,7 +79,8 @@ def _sweep(root, model, name: str, seeds: list[int], gpus_per_trial: float):
                        set={"optim.max_steps": 2, "eval.every": 0, "checkpoint_every": 2},
                        # Half a CPU each: the CPUs would allow 4 trials at once, so only the GPUs limit them.
                        resources={"cpus_per_trial": 0.5, "gpus_per_trial": gpus_per_trial},
-                       pipelines={"enabled": False})
+                       # Placement is what is tested: the untrained reference would be one more trial to place.
+                       pipelines={"enabled": False}, reference=False)
     lines: list[str] = []
     result = run_sweep(load_sweep_config(path), say=lines.append)
     return result, lines
