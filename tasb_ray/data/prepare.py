@@ -115,9 +115,11 @@ def resolve_source(dataset: str) -> Source:
         if src is None:
             raise TasbRayError(f"{p}: not a dataset directory (expected corpus.jsonl + queries.jsonl, or collection.tsv)")
         return src
-    if ".." in Path(dataset).parts or Path(dataset).is_absolute():
+    if Path(dataset).is_absolute():
+        raise TasbRayError(f"dataset {dataset!r}: no such directory")
+    if ".." in Path(dataset).parts:
         raise TasbRayError(f"dataset {dataset!r}: not a directory, and a name looked up on the search path may not "
-                           "contain '..' or start with '/' (give the dataset directory's path instead)")
+                           "contain '..' (give the dataset directory's path instead)")
     for base in search_path():
         cand = base / dataset
         if cand.is_dir() and (src := _source_for_dir(dataset, cand)):
