@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Iterator
@@ -66,6 +67,25 @@ def iter_line_blocks(path: str | os.PathLike, block_size: int = 16 << 20) -> Ite
             size = block_size
             yield line, block
             line += count_lines(block)
+
+
+def has_lone_cr(block: bytes) -> bool:
+    """Whether ``block`` has a ``\r`` not followed by ``\n``: a line break to the line rules and to Arrow, but
+    blank-line handling and block line counts then differ, so such blocks take the line rules."""
+    return b"\r" in block and block.count(b"\r") != block.count(b"\r\n")
+
+
+def block_lines(path, block: bytes, first_line: int) -> Iterator[tuple[int, str]]:
+    """(line number, line without its break) of every non-blank line of a block of whole lines starting at
+    ``first_line``, with the universal newlines of :func:`iter_lines` so numbers agree; bad UTF-8 is one line."""
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise utf8_error(path, block, first_line, e) from None
+    for n, line in enumerate(io.StringIO(text, newline=None), first_line):
+        line = line.rstrip("\r\n")
+        if line.strip():
+            yield n, line
 
 
 def utf8_error(path, data: bytes, first_line: int, exc: UnicodeDecodeError) -> DataFormatError:

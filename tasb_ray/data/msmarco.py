@@ -13,7 +13,6 @@ whitespace) is re-stripped in Python (texts) or sends the block to the line rule
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Iterator
 
@@ -24,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from tasb_ray.data.lines import iter_line_blocks, iter_lines, split_columns, utf8_error
+from tasb_ray.data.lines import block_lines, has_lone_cr, iter_line_blocks, iter_lines, split_columns
 from tasb_ray.data.trec import read_trec_qrels
 from tasb_ray.errors import DataFormatError
 from tasb_ray.schema import DOC_ID, QUERY_ID, RELEVANCE, TEXT
@@ -51,14 +50,9 @@ def _edge_padded(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(out.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _lone_cr(block: bytes) -> bool:
-    # A lone \r ends a line for both parsers but Arrow's and Python's notions of a blank line then differ.
-    return b"\r" in block and block.count(b"\r") != block.count(b"\r\n")
-
-
 def _parse_arrow(block: bytes) -> pa.Table | None:
     """``id, text`` columns of a block, or None when it needs the line rules."""
-    if _lone_cr(block):
+    if has_lone_cr(block):
         return None
     try:
         table = pacsv.read_csv(pa.BufferReader(block), read_options=pacsv.ReadOptions(column_names=_ID_TEXT,
@@ -80,15 +74,8 @@ def _parse_arrow(block: bytes) -> pa.Table | None:
 
 def _parse_lines(path, block: bytes, first_line: int, id_field: str) -> pa.Table:
     """The line rules of :func:`tasb_ray.data.trec.read_collection_tsv` (fields stripped, blank lines skipped)."""
-    try:
-        text = block.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise utf8_error(path, block, first_line, e) from None
     ids, texts = [], []
-    for n, line in enumerate(io.StringIO(text, newline=None), first_line):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
+    for n, line in block_lines(path, block, first_line):
         parts = split_columns(path, n, line, 2)
         key = parts[0].strip()
         if not key:
@@ -193,7 +180,7 @@ def read_qrels_frame(path: str | os.PathLike) -> pd.DataFrame:
     with open(path, "rb") as f:
         data = f.read()  # qrels are small (MS MARCO train: 11 MB)
     table = None
-    if not _lone_cr(data):
+    if not has_lone_cr(data):
         try:
             table = pacsv.read_csv(pa.BufferReader(data), read_options=pacsv.ReadOptions(column_names=_QRELS),
                                    parse_options=_PARSE, convert_options=_QRELS_CONVERT)

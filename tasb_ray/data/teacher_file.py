@@ -13,7 +13,6 @@ Ids stay strings, this project's id type, even where all of them are integers.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from typing import Iterator
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from tasb_ray.data.lines import iter_line_blocks, parse_float, split_columns, utf8_error
+from tasb_ray.data.lines import block_lines, has_lone_cr, iter_line_blocks, parse_float, split_columns
 from tasb_ray.errors import DataFormatError
 from tasb_ray.fileio import atomic_path
 from tasb_ray.schema import PAIRS_COLUMNS
@@ -59,9 +58,7 @@ def _plain(block: bytes) -> bool:
     """
     if not block.isascii() or any(p in block for p in _PADDING):
         return False
-    # A lone \r is a line break to the line rules (and to Arrow), but not to the line count of iter_line_blocks'
-    # fast path: leave such blocks to the line rules.
-    return b"\r" not in block or block.count(b"\r") == block.count(b"\r\n")
+    return not has_lone_cr(block)
 
 
 def _parse_arrow(block: bytes) -> pa.Table | None:
@@ -86,16 +83,8 @@ def _parse_arrow(block: bytes) -> pa.Table | None:
 
 def _parse_lines(path, block: bytes, first_line: int) -> pa.Table:
     """The line rules: the original reader's (fields stripped, blank lines skipped), plus finite scores."""
-    try:
-        text = block.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise utf8_error(path, block, first_line, e) from None
     cols: dict[str, list] = {c: [] for c in PAIRS_COLUMNS}
-    # newline=None: the same universal newlines as iter_lines, so line numbers agree with the byte count.
-    for n, line in enumerate(io.StringIO(text, newline=None), first_line):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
+    for n, line in block_lines(path, block, first_line):
         parts = [p.strip() for p in split_columns(path, n, line, 5)]
         for name, value in zip(_ID_FIELDS, parts[2:]):
             if not value:
