@@ -200,17 +200,25 @@ def resolve_encoder(model: str, pooling: str = "auto", normalize: bool | None = 
     return name, asdict(replace(base, **overrides))
 
 
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
 def model_fingerprint(name: str) -> str | None:
     """sha256 over a local model directory's weights and configs (None for a hub id): a checkpoint retrained in
     place must not pass for the one that produced existing shards."""
     p = Path(name)
     if not p.is_dir():
         return None
-    h = hashlib.sha256()
-    for f in sorted(p.iterdir()):
-        if f.is_file() and (f.suffix in (".safetensors", ".bin", ".json", ".txt") or f.name == "modules.json"):
+    files = [f for f in sorted(p.iterdir())
+             if f.is_file() and (f.suffix in (".safetensors", ".bin", ".json", ".txt") or f.name == "modules.json")]
+    # Every stage lookup of a sweep asks again; the weights are read once per process while no file changed.
+    memo = (str(p.resolve()), *((f.name, (st := f.stat()).st_size, st.st_mtime_ns, st.st_ino) for f in files))
+    if memo not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for f in files:
             h.update(f.name.encode() + b"\0")
             with open(f, "rb") as fh:
                 while block := fh.read(1 << 22):
                     h.update(block)
-    return h.hexdigest()
+        _FINGERPRINTS[memo] = h.hexdigest()
+    return _FINGERPRINTS[memo]
