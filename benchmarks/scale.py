@@ -88,31 +88,30 @@ def stage_clusters(p, scale) -> dict:
     return {"rows": len(rows), "note": f"k={k}, dim 384, faiss k-means {seconds:.1f} s"}
 
 
-def _sampler(p):
+def _sampler(p, texts: bool):
+    """The sampler as the training pipeline builds it from the row-coded pairs (``pipeline.run.train_data``): the
+    Arrow table renamed, its columns kept as views; the id tables, and the text columns only when ``texts``."""
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from tasb_ray.schema import DOC_ID, QUERY_ID, TEXT
+    from tasb_ray.schema import DOC_ID, PAIRS_COLUMNS, QUERY_ID, TEXT
     from tasb_ray.training.sampling import BatchSampler, PairIds, SamplerConfig
+    from tasb_ray.training.teacher_pairs import read_row_pairs
     ds = _dataset(p)
-    t = pq.read_table(p["work"] / "pairs.parquet")
-    pairs = pd.DataFrame({"qid": t["q_row"].to_numpy(), "pos_pid": t["pos_row"].to_numpy(),
-                          "neg_pid": t["neg_row"].to_numpy(), "pos_score": t["pos_score"].to_numpy(),
-                          "neg_score": t["neg_score"].to_numpy()})
-    del t
-    queries = pq.read_table(ds.root / "queries.parquet", columns=[QUERY_ID, TEXT])
-    corpus = pq.read_table(ds.corpus_path, columns=[DOC_ID, TEXT])
+    pairs = read_row_pairs(p["work"] / "pairs.parquet").rename_columns(list(PAIRS_COLUMNS))
+    queries = pq.read_table(ds.root / "queries.parquet", columns=[QUERY_ID, TEXT] if texts else [QUERY_ID])
+    corpus = pq.read_table(ds.corpus_path, columns=[DOC_ID, TEXT] if texts else [DOC_ID])
     ids = PairIds(queries[QUERY_ID], corpus[DOC_ID])
     c = pd.read_parquet(p["work"] / "clusters.parquet")
     clusters = pd.DataFrame({"qid": ids.queries.take(c["q_row"].to_numpy()).to_numpy(zero_copy_only=False),
                              "cluster": c["cluster"].to_numpy()})
     sampler = BatchSampler(pairs, SamplerConfig(sampling="tas-balanced", batch_size=32), clusters, ids=ids)
-    return sampler, (pairs, queries[TEXT], corpus[TEXT], clusters, ids)
+    return sampler, (pairs, queries[TEXT] if texts else None, corpus[TEXT] if texts else None, clusters, ids)
 
 
 def stage_plan(p, scale) -> dict:
     from tasb_ray.training.sampling import build_plan, plan_hash, write_plan
-    sampler, _ = _sampler(p)
+    sampler, _ = _sampler(p, texts=False)
     plan = build_plan(sampler, sampler.batches_per_epoch)
     h = plan_hash(plan)
     write_plan(plan, p["work"] / "plan.parquet")
@@ -127,7 +126,7 @@ def stage_step(p, scale) -> dict:
     from tasb_ray.models.tiny import build_tiny_bert
     from tasb_ray.training.trainer import TrainData
     torch.set_num_threads(1)
-    sampler, parts = _sampler(p)
+    sampler, parts = _sampler(p, texts=True)
     data = TrainData(*parts[:4], ids=parts[4])
     access = []
     for _ in range(20):
