@@ -152,6 +152,23 @@ def _floats(values: np.ndarray) -> np.ndarray:
     return values if values.dtype == np.float64 else np.asarray(values, dtype=np.float64)
 
 
+def _stable_order(key: np.ndarray, bound: int) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` of unsigned keys below ``bound``, as int32 when it fits: LSD radix passes
+    over 16-bit digits. NumPy radix-sorts 16-bit keys (O(n)) but timsorts wider ones (O(n log n), ~2x slower on 40M
+    pairs); a stable sort's permutation is unique, so the result is the same."""
+    index_type = np.int32 if len(key) < 2**31 else np.int64
+    order = None
+    shift = 0
+    while order is None or bound > 1 << shift:
+        digit = ((key if order is None else key[order]) >> key.dtype.type(shift)).astype(np.uint16)
+        step = np.argsort(digit, kind="stable")
+        del digit
+        order = step.astype(index_type) if order is None else order[step]
+        del step
+        shift += 16
+    return order
+
+
 @dataclass(frozen=True)
 class _EpochPlan:
     pair_idx: np.ndarray  # internal pair indices (see BatchSampler._build_groups), in batch order
@@ -290,10 +307,8 @@ class BatchSampler(Iterator[Batch]):
         key = q_codes.astype(key_type)
         key *= key_type(span)
         key += (group + 1).astype(key_type)
-        order = np.argsort(key, kind="stable")
+        self._order = _stable_order(key, n_q * span)
         del key
-        self._order = order.astype(np.int32) if n < 2**31 else order
-        del order
         group = group[self._order]
         counts = np.bincount(q_codes, minlength=n_q)
         self._pair_query = np.repeat(np.arange(n_q, dtype=np.int32), counts)
