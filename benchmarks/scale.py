@@ -94,15 +94,15 @@ def _sampler(p, texts: bool):
     """The sampler as the training pipeline builds it from the row-coded pairs (``pipeline.run.train_data``): the
     Arrow table renamed, its columns kept as views; the id tables, and the text columns only when ``texts``."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
     from tasb_ray.schema import DOC_ID, PAIRS_COLUMNS, QUERY_ID, TEXT
+    from tasb_ray.tables import read_columns
     from tasb_ray.training.sampling import BatchSampler, PairIds, SamplerConfig
     from tasb_ray.training.teacher_pairs import read_row_pairs
     ds = _dataset(p)
     pairs = read_row_pairs(p["work"] / "pairs.parquet").rename_columns(list(PAIRS_COLUMNS))
-    queries = pq.read_table(ds.root / "queries.parquet", columns=[QUERY_ID, TEXT] if texts else [QUERY_ID])
-    corpus = pq.read_table(ds.corpus_path, columns=[DOC_ID, TEXT] if texts else [DOC_ID])
+    queries = read_columns(ds.root / "queries.parquet", [QUERY_ID, TEXT] if texts else [QUERY_ID])
+    corpus = read_columns(ds.corpus_path, [DOC_ID, TEXT] if texts else [DOC_ID])
     ids = PairIds(queries[QUERY_ID], corpus[DOC_ID])
     c = pd.read_parquet(p["work"] / "clusters.parquet")
     clusters = pd.DataFrame({"qid": ids.queries.take(c["q_row"].to_numpy()).to_numpy(zero_copy_only=False),

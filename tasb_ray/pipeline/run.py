@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from tasb_ray.config import to_dict
 from tasb_ray.data import PreparedDataset
@@ -27,6 +26,7 @@ from tasb_ray.pipeline.context import open_data, output_dir, ray_scope, work_dir
 from tasb_ray.pipeline.pairs import pairs_stage
 from tasb_ray.pipeline.teacher_vectors import attach_teacher_vectors, ensure_teacher_vectors
 from tasb_ray.schema import DOC_ID, PAIRS_COLUMNS, QUERY_ID, TEXT
+from tasb_ray.tables import read_columns
 from tasb_ray.teachers import build_teacher
 from tasb_ray.training.clusters import read_clusters
 from tasb_ray.training.config import TrainingConfig
@@ -114,8 +114,8 @@ def train_data(cfg: TrainingConfig, ds: PreparedDataset, pairs_dir: Path, cluste
     if cfg.candidates.from_teacher_file:
         # The Arrow table itself, renamed (no copy): the sampler keeps its int32 row columns as views.
         pairs = read_row_pairs(pairs_dir / "pairs.parquet").rename_columns(list(PAIRS_COLUMNS))
-        queries = pq.read_table(ds.root / "queries.parquet", columns=[QUERY_ID, TEXT])
-        corpus = pq.read_table(ds.corpus_path, columns=[DOC_ID, TEXT])
+        queries = read_columns(ds.root / "queries.parquet", [QUERY_ID, TEXT])
+        corpus = read_columns(ds.corpus_path, [DOC_ID, TEXT])
         return TrainData(pairs, queries[TEXT], corpus[TEXT], clusters,
                          ids=PairIds(queries[QUERY_ID], corpus[DOC_ID]))
     queries = ds.queries(cfg.data.train_split)
