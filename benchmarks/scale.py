@@ -1,6 +1,7 @@
 """Every non-neural stage of an MS MARCO run at a fraction of its size: wall time, peak RSS and rows (issue 13).
 
-    python benchmarks/scale.py --scales 0.01 0.1 [1.0] [--root /tmp/tasb-scale] [--out benchmarks/results/scale.md]
+    python benchmarks/scale.py --scales 0.01 0.1 [1.0] [--stages STAGE ...] [--k K]
+                               [--root /tmp/tasb-scale] [--out benchmarks/results/scale.md]
 
 Per scale: synthetic MS MARCO (``benchmarks/msmarco_synth.py``, generated once under ``--root``), then each stage in
 a fresh subprocess whose peak RSS is its own (``os.wait4``'s rusage, ``ru_maxrss``):
@@ -70,49 +71,49 @@ def stage_pairs(p, scale) -> dict:
     return {"rows": table.num_rows, "note": f"{counts['lines']:,} lines, int32 ids"}
 
 
-def stage_clusters(p, scale) -> dict:
+def stage_clusters(p, scale, k: int | None = None) -> dict:
     import pandas as pd
     import pyarrow.parquet as pq
 
     from tasb_ray.training.clusters import cluster_queries
     pairs = pq.read_table(p["work"] / "pairs.parquet", columns=["q_row"])["q_row"].to_numpy()
     rows = np.unique(pairs)
-    k = max(16, round(2000 * scale))
+    out = p["work"] / ("clusters.parquet" if k is None else f"clusters-k{k}.parquet")  # the plan reads the default
+    k = k or max(16, round(2000 * scale))
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((k, 384)).astype(np.float32)
     vectors = centres[rng.integers(0, k, len(rows))] + 0.5 * rng.standard_normal((len(rows), 384)).astype(np.float32)
     t = time.perf_counter()
     assignment = cluster_queries([str(r) for r in rows], vectors, k, seed=0)
     seconds = time.perf_counter() - t
-    pd.DataFrame({"q_row": rows, "cluster": assignment["cluster"].to_numpy()}).to_parquet(p["work"] / "clusters.parquet")
+    pd.DataFrame({"q_row": rows, "cluster": assignment["cluster"].to_numpy()}).to_parquet(out)
     return {"rows": len(rows), "note": f"k={k}, dim 384, faiss k-means {seconds:.1f} s"}
 
 
-def _sampler(p):
+def _sampler(p, texts: bool):
+    """The sampler as the training pipeline builds it from the row-coded pairs (``pipeline.run.train_data``): the
+    Arrow table renamed, its columns kept as views; the id tables, and the text columns only when ``texts``."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
-    from tasb_ray.schema import DOC_ID, QUERY_ID, TEXT
+    from tasb_ray.schema import DOC_ID, PAIRS_COLUMNS, QUERY_ID, TEXT
+    from tasb_ray.tables import read_columns
     from tasb_ray.training.sampling import BatchSampler, PairIds, SamplerConfig
+    from tasb_ray.training.teacher_pairs import read_row_pairs
     ds = _dataset(p)
-    t = pq.read_table(p["work"] / "pairs.parquet")
-    pairs = pd.DataFrame({"qid": t["q_row"].to_numpy(), "pos_pid": t["pos_row"].to_numpy(),
-                          "neg_pid": t["neg_row"].to_numpy(), "pos_score": t["pos_score"].to_numpy(),
-                          "neg_score": t["neg_score"].to_numpy()})
-    del t
-    queries = pq.read_table(ds.root / "queries.parquet", columns=[QUERY_ID, TEXT])
-    corpus = pq.read_table(ds.corpus_path, columns=[DOC_ID, TEXT])
+    pairs = read_row_pairs(p["work"] / "pairs.parquet").rename_columns(list(PAIRS_COLUMNS))
+    queries = read_columns(ds.root / "queries.parquet", [QUERY_ID, TEXT] if texts else [QUERY_ID])
+    corpus = read_columns(ds.corpus_path, [DOC_ID, TEXT] if texts else [DOC_ID])
     ids = PairIds(queries[QUERY_ID], corpus[DOC_ID])
     c = pd.read_parquet(p["work"] / "clusters.parquet")
     clusters = pd.DataFrame({"qid": ids.queries.take(c["q_row"].to_numpy()).to_numpy(zero_copy_only=False),
                              "cluster": c["cluster"].to_numpy()})
     sampler = BatchSampler(pairs, SamplerConfig(sampling="tas-balanced", batch_size=32), clusters, ids=ids)
-    return sampler, (pairs, queries[TEXT], corpus[TEXT], clusters, ids)
+    return sampler, (pairs, queries[TEXT] if texts else None, corpus[TEXT] if texts else None, clusters, ids)
 
 
 def stage_plan(p, scale) -> dict:
     from tasb_ray.training.sampling import build_plan, plan_hash, write_plan
-    sampler, _ = _sampler(p)
+    sampler, _ = _sampler(p, texts=False)
     plan = build_plan(sampler, sampler.batches_per_epoch)
     h = plan_hash(plan)
     write_plan(plan, p["work"] / "plan.parquet")
@@ -127,7 +128,7 @@ def stage_step(p, scale) -> dict:
     from tasb_ray.models.tiny import build_tiny_bert
     from tasb_ray.training.trainer import TrainData
     torch.set_num_threads(1)
-    sampler, parts = _sampler(p)
+    sampler, parts = _sampler(p, texts=True)
     data = TrainData(*parts[:4], ids=parts[4])
     access = []
     for _ in range(20):
@@ -185,18 +186,19 @@ def stage_mlflow(p, scale) -> dict:
     return {"rows": 300, "note": f"{len(flat)} params, 300 metric points, 3 artifacts (plan included)"}
 
 
-def _child(stage: str, scale: float, root: Path) -> None:
-    out = globals()[f"stage_{stage}"](_paths(root, scale), scale)
+def _child(stage: str, scale: float, root: Path, k: int | None) -> None:
+    out = globals()[f"stage_{stage}"](_paths(root, scale), scale, *([k] if stage == "clusters" and k else []))
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def _measure(stage: str, scale: float, root: Path) -> dict:
+def _measure(stage: str, scale: float, root: Path, k: int | None = None) -> dict:
     """Run one stage in a fresh interpreter under /usr/bin/time: its wall time and its own peak RSS."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         t = time.perf_counter()
         proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", tf.name, sys.executable, __file__, "--child", stage,
-                               "--scales", str(scale), "--root", str(root)], capture_output=True, text=True, env=env)
+                               "--scales", str(scale), "--root", str(root), *(["--k", str(k)] if k else [])],
+                              capture_output=True, text=True, env=env)
         wall = time.perf_counter() - t
         if proc.returncode:
             raise SystemExit(f"stage {stage} at scale {scale} failed:\n{proc.stderr[-3000:]}")
@@ -227,10 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "tasb-scale")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.md")
+    ap.add_argument("--k", type=int, help="clusters stage only: this k instead of max(16, 2000 x scale), written "
+                                          "beside the default assignment (which the plan keeps reading)")
     ap.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        _child(args.child, args.scales[0], args.root)
+        _child(args.child, args.scales[0], args.root, args.k)
         return 0
     rows = []
     for scale in args.scales:
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, str(ROOT / "benchmarks" / "msmarco_synth.py"), "--scale", str(scale),
                             "--out", str(data), "--seed", "0"], check=True)
         for stage in args.stages:
-            r = _measure(stage, scale, args.root)
+            r = _measure(stage, scale, args.root, args.k)
             print(f"scale {scale:g} {stage}: {r['wall_s']:.1f} s, {r['peak_rss_mib']:.0f} MiB, {r['rows']:,} rows; "
                   f"{r['note']}", flush=True)
             rows.append(r)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from tasb_ray.config import to_dict
 from tasb_ray.data import PreparedDataset
@@ -26,7 +25,8 @@ from tasb_ray.pipeline.clusters import clusters_stage
 from tasb_ray.pipeline.context import open_data, output_dir, ray_scope, work_dir
 from tasb_ray.pipeline.pairs import pairs_stage
 from tasb_ray.pipeline.teacher_vectors import attach_teacher_vectors, ensure_teacher_vectors
-from tasb_ray.schema import DOC_ID, QUERY_ID, TEXT
+from tasb_ray.schema import DOC_ID, PAIRS_COLUMNS, QUERY_ID, TEXT
+from tasb_ray.tables import read_columns
 from tasb_ray.teachers import build_teacher
 from tasb_ray.training.clusters import read_clusters
 from tasb_ray.training.config import TrainingConfig
@@ -112,12 +112,10 @@ def train_data(cfg: TrainingConfig, ds: PreparedDataset, pairs_dir: Path, cluste
     """The trainer's pairs and texts. Row-coded pairs (the teacher-file source) keep ids and texts as Arrow columns
     of the dataset's own tables, looked up by row; string pairs get dicts keyed by id."""
     if cfg.candidates.from_teacher_file:
-        t = read_row_pairs(pairs_dir / "pairs.parquet")
-        pairs = pd.DataFrame({"qid": t["q_row"].to_numpy(), "pos_pid": t["pos_row"].to_numpy(),
-                              "neg_pid": t["neg_row"].to_numpy(), "pos_score": t["pos_score"].to_numpy(),
-                              "neg_score": t["neg_score"].to_numpy()})
-        queries = pq.read_table(ds.root / "queries.parquet", columns=[QUERY_ID, TEXT])
-        corpus = pq.read_table(ds.corpus_path, columns=[DOC_ID, TEXT])
+        # The Arrow table itself, renamed (no copy): the sampler keeps its int32 row columns as views.
+        pairs = read_row_pairs(pairs_dir / "pairs.parquet").rename_columns(list(PAIRS_COLUMNS))
+        queries = read_columns(ds.root / "queries.parquet", [QUERY_ID, TEXT])
+        corpus = read_columns(ds.corpus_path, [DOC_ID, TEXT])
         return TrainData(pairs, queries[TEXT], corpus[TEXT], clusters,
                          ids=PairIds(queries[QUERY_ID], corpus[DOC_ID]))
     queries = ds.queries(cfg.data.train_split)

@@ -47,10 +47,9 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 
 import numpy as np
-import pandas as pd
 
 from tasb_ray.teachers.ensemble import znorm_rows
-from tasb_ray.training.sampling import Batch, BatchSampler, PairIds, SamplerConfig
+from tasb_ray.training.sampling import Batch, BatchSampler, PairIds, PairsLike, SamplerConfig
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def spread(margins: np.ndarray) -> tuple[float, float]:
     return float(np.mean(margins)), float(np.std(margins))
 
 
-def calibration_batches(pairs: pd.DataFrame, batch_size: int, ids: PairIds | None = None) -> list[Batch]:
+def calibration_batches(pairs: PairsLike, batch_size: int, ids: PairIds | None = None) -> list[Batch]:
     """The fixed calibration sample (see the module docstring); ``ids`` when the pairs hold row codes."""
     sampler = BatchSampler(pairs, SamplerConfig(sampling="random", pair_strategy="random", batch_size=batch_size,
                                                 seed=CALIBRATION_SEED), ids=ids)

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
@@ -57,10 +58,11 @@ class TrainData:
     """Scored pairs (qid, pos_pid, neg_pid, pos_score, neg_score), clusters (qid, cluster) and the texts.
 
     With ``ids`` the pairs' id columns are rows of ``ids``' tables and the texts are columns aligned with them (Arrow
-    or NumPy), looked up by row; otherwise ids are strings and the texts dicts keyed by them.
+    or NumPy), looked up by row; otherwise ids are strings and the texts dicts keyed by them. ``pairs`` is a pandas
+    DataFrame or, row-coded, a pyarrow Table (the sampler keeps views of its columns: do not modify it).
     """
 
-    pairs: pd.DataFrame
+    pairs: pd.DataFrame | pa.Table
     query_text: Mapping[str, str] | Any
     passage_text: Mapping[str, str] | Any
     clusters: pd.DataFrame | None = None

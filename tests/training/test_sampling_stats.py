@@ -8,7 +8,6 @@ import pytest
 
 from tasb_ray.errors import ConfigError
 from tasb_ray.training.sampling import BatchSampler, SamplerConfig, build_plan, plan_hash, plan_metrics, plan_statistics
-from tasb_ray.training.sampling.pair_strategies import BalancedMarginBins
 from tasb_ray.training.sampling.stats import margin_bins
 from tests.training.test_sampling import SIZES, epoch_batches, make_data
 
@@ -73,14 +72,22 @@ def test_bin_histogram_and_tv_tell_bins_from_random_pairs():
     assert rnd["bin_hist"][0] == pytest.approx(0.9, abs=0.05) and rnd["bin_tv"] == pytest.approx(0.4, abs=0.05)
 
 
-def test_margin_bins_match_the_balanced_strategy(data):
+def test_margin_bins_are_each_querys_histogram_bins_and_the_draw_groups(data):
     pairs, clusters = data
     sampler = BatchSampler(pairs, SamplerConfig(sampling="tas-balanced", batch_size=16), clusters)
-    q = sampler._pair_query
-    starts = np.concatenate(([0], np.cumsum(np.bincount(q))[:-1]))
-    expected = BalancedMarginBins(sampler.config).groups(sampler._pos_score - sampler._neg_score, q, starts,
-                                                         sampler.num_queries)
-    np.testing.assert_array_equal(margin_bins(sampler), expected)
+    h = sampler.config.bins
+    bins, m, q = margin_bins(sampler), sampler.pair_margins(), sampler._pair_query
+    for j in range(sampler.num_queries):
+        mj = m[q == j]
+        edges = np.linspace(mj.min(), mj.max(), h + 1)  # numpy.histogram's bins: [e_i, e_i+1), the last closed
+        expected = np.zeros(len(mj)) if mj.min() == mj.max() else \
+            np.clip(np.searchsorted(edges, mj, side="right") - 1, 0, h - 1)
+        np.testing.assert_array_equal(bins[q == j], expected)
+    # The balanced strategy draws a group, then a pair in it: every group is the pairs of one non-empty bin.
+    groups = [bins[a:a + n] for a, n in zip(sampler._group_start, sampler._group_size)]
+    assert all(len(set(g)) == 1 for g in groups)
+    assert sum(len(g) for g in groups) == sampler.num_pairs
+    assert len(groups) == len(set(zip(q.tolist(), bins.tolist())))
 
 
 def test_plan_metrics_flatten_lists_and_drop_text(data):

@@ -43,8 +43,38 @@ def _histogram_bins(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, h: int) -> np
     return idx
 
 
+#: Pairs per vectorised slice where a per-pair computation has several float64 temporaries: bounds the working set
+#: (a few x 8 B x this) whatever the number of pairs (40M for MS MARCO).
+CHUNK = 1 << 22
+
+
+def query_extremes(margins: np.ndarray, query: np.ndarray, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the (min, max) of its pairs' margins (pairs in any order; a query without pairs gets inf, -inf)."""
+    lo = np.full(n_queries, np.inf)
+    hi = np.full(n_queries, -np.inf)
+    np.minimum.at(lo, query, margins)
+    np.maximum.at(hi, query, margins)
+    return lo, hi
+
+
+def margin_bins(margins: np.ndarray, query: np.ndarray, n_queries: int, h: int) -> np.ndarray:
+    """Per pair, its bin among ``h`` equal-width bins of its query's margins (int32; pairs in any order).
+
+    Computed in slices of :data:`CHUNK` pairs, so the float64 temporaries stay bounded."""
+    lo, hi = query_extremes(margins, query, n_queries)
+    out = np.empty(len(margins), dtype=np.int32)
+    for a in range(0, len(margins), CHUNK):
+        q = query[a:a + CHUNK]
+        out[a:a + CHUNK] = _histogram_bins(margins[a:a + CHUNK], lo[q], hi[q], h)
+    return out
+
+
 class UniformPairs:
-    """``random``: every pair of a query is equally likely."""
+    """``random``: every pair of a query is equally likely.
+
+    ``groups(margins, query, n_queries)`` labels each pair (in any order; ``query`` its query's code) with its
+    group in ``[0, groups_per_query)`` or -1 (excluded), as int32.
+    """
 
     name = PairStrategy.RANDOM
     groups_per_query = 1
@@ -52,8 +82,8 @@ class UniformPairs:
     def __init__(self, config: SamplerConfig):
         self.config = config
 
-    def groups(self, margins: np.ndarray, query: np.ndarray, starts: np.ndarray, n_queries: int) -> np.ndarray:
-        return np.zeros(len(query), dtype=np.int64)
+    def groups(self, margins: np.ndarray, query: np.ndarray, n_queries: int) -> np.ndarray:
+        return np.zeros(len(query), dtype=np.int32)
 
 
 class BalancedMarginBins(UniformPairs):
@@ -65,10 +95,8 @@ class BalancedMarginBins(UniformPairs):
     def groups_per_query(self) -> int:
         return self.config.bins
 
-    def groups(self, margins: np.ndarray, query: np.ndarray, starts: np.ndarray, n_queries: int) -> np.ndarray:
-        lo = np.minimum.reduceat(margins, starts)[query]
-        hi = np.maximum.reduceat(margins, starts)[query]
-        return _histogram_bins(margins, lo, hi, self.config.bins)
+    def groups(self, margins: np.ndarray, query: np.ndarray, n_queries: int) -> np.ndarray:
+        return margin_bins(margins, query, n_queries, self.config.bins)
 
 
 class HardMargin(UniformPairs):
@@ -76,12 +104,16 @@ class HardMargin(UniformPairs):
 
     name = PairStrategy.HARD_MARGIN
 
-    def groups(self, margins: np.ndarray, query: np.ndarray, starts: np.ndarray, n_queries: int) -> np.ndarray:
+    def groups(self, margins: np.ndarray, query: np.ndarray, n_queries: int) -> np.ndarray:
         assert self.config.margin_cutoff is not None
         eligible = margins < self.config.margin_cutoff
-        has_eligible = np.bincount(query, weights=eligible.astype(np.float64), minlength=n_queries) > 0
-        smallest = margins == np.minimum.reduceat(margins, starts)[query]
-        return np.where(eligible | (~has_eligible[query] & smallest), 0, -1)
+        has_eligible = np.bincount(query[eligible], minlength=n_queries) > 0
+        lo, _ = query_extremes(margins, query, n_queries)
+        out = np.full(len(margins), -1, dtype=np.int32)
+        for a in range(0, len(margins), CHUNK):
+            q, m, e = query[a:a + CHUNK], margins[a:a + CHUNK], eligible[a:a + CHUNK]
+            out[a:a + CHUNK][e | (~has_eligible[q] & (m == lo[q]))] = 0
+        return out
 
 
 PAIR_STRATEGY_CLASSES = {s.name.value: s for s in (UniformPairs, BalancedMarginBins, HardMargin)}

@@ -50,6 +50,7 @@ from tasb_ray.training.sampling.pair_strategies import pair_strategy
 _STATE_VERSION = 1
 
 ClusterAssignment = Union[pd.Series, pd.DataFrame, Mapping[str, int]]
+PairsLike = Union[pd.DataFrame, pa.Table, Mapping[str, Any]]
 
 
 @dataclass
@@ -111,9 +112,66 @@ def take_ids(table, rows: np.ndarray) -> np.ndarray:
     return np.asarray(table, dtype=object)[rows]
 
 
+def pair_columns(pairs: PairsLike) -> dict[str, np.ndarray]:
+    """The five :data:`PAIRS_COLUMNS` of ``pairs`` (a pandas DataFrame, a pyarrow Table or a mapping of name to
+    array) as NumPy arrays: views where the input allows (a one-chunk Arrow column without nulls, a NumPy-backed
+    frame column), so a 40M-row table is not copied."""
+    if isinstance(pairs, pd.DataFrame):
+        names, get = pairs.columns, lambda c: pairs[c].to_numpy()
+    elif isinstance(pairs, pa.Table):
+        names, get = pairs.column_names, lambda c: pairs[c].to_numpy()
+    elif isinstance(pairs, Mapping):
+        names, get = pairs.keys(), lambda c: np.asarray(pairs[c])
+    else:
+        raise ConfigError(f"pairs must be a pandas DataFrame, a pyarrow Table or a mapping of columns, "
+                          f"got {type(pairs).__name__}")
+    missing = [c for c in PAIRS_COLUMNS if c not in names]
+    if missing:
+        raise ConfigError(f"pairs table lacks columns {missing} (needs {list(PAIRS_COLUMNS)})")
+    cols = {c: get(c) for c in PAIRS_COLUMNS}
+    lengths = {len(v) for v in cols.values()}
+    if len(lengths) > 1:
+        raise ConfigError(f"pairs columns differ in length: {({c: len(v) for c, v in cols.items()})}")
+    if not lengths.pop():
+        raise ConfigError("pairs table is empty: no training pairs to sample from")
+    return cols
+
+
+def _check_rows(rows: np.ndarray, n_rows: int, column: str) -> None:
+    if rows.dtype.kind not in "iu":
+        raise ConfigError(f"pairs column {column!r} must hold integer rows of the id table with ids given, "
+                          f"got dtype {rows.dtype}")
+    lo, hi = int(rows.min()), int(rows.max())
+    if lo < 0 or hi >= n_rows:
+        raise ConfigError(f"pairs column {column!r} holds row {lo if lo < 0 else hi}, outside the id table's "
+                          f"{n_rows} rows")
+
+
+def _floats(values: np.ndarray) -> np.ndarray:
+    """float64 scores: the input itself when it already is (no 40M-row copy), else converted."""
+    return values if values.dtype == np.float64 else np.asarray(values, dtype=np.float64)
+
+
+def _stable_order(key: np.ndarray, bound: int) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` of unsigned keys below ``bound``, as int32 when it fits: LSD radix passes
+    over 16-bit digits. NumPy radix-sorts 16-bit keys (O(n)) but timsorts wider ones (O(n log n), ~2x slower on 40M
+    pairs); a stable sort's permutation is unique, so the result is the same."""
+    index_type = np.int32 if len(key) < 2**31 else np.int64
+    order = None
+    shift = 0
+    while order is None or bound > 1 << shift:
+        digit = ((key if order is None else key[order]) >> key.dtype.type(shift)).astype(np.uint16)
+        step = np.argsort(digit, kind="stable")
+        del digit
+        order = step.astype(index_type) if order is None else order[step]
+        del step
+        shift += 16
+    return order
+
+
 @dataclass(frozen=True)
 class _EpochPlan:
-    pair_idx: np.ndarray  # indices into the sampler's sorted pair arrays, in batch order
+    pair_idx: np.ndarray  # internal pair indices (see BatchSampler._build_groups), in batch order
     offsets: np.ndarray  # batch b is pair_idx[offsets[b]:offsets[b + 1]]
     topped_up: np.ndarray  # bool per batch
 
@@ -152,55 +210,48 @@ class BatchSampler(Iterator[Batch]):
     The plan does not depend on the order of queries in ``pairs``, but does on the order of a query's pairs.
     All per-query structures are built once here, so drawing an epoch is a handful of vectorised NumPy calls
     plus one cheap Python step per TAS batch.
+
+    ``pairs`` is a pandas DataFrame, a pyarrow Table or a mapping of column arrays (:func:`pair_columns`). With
+    ``ids`` its id columns hold integer rows of ``ids``' tables (int32 as the teacher-file source writes them);
+    those columns and float64 scores are kept as views of the input, not copied, so the input must not be modified
+    while the sampler is in use. Working memory beyond them is a few int32/uint32 arrays of one entry per pair.
     """
 
-    def __init__(self, pairs: pd.DataFrame, config: SamplerConfig | None = None,
+    def __init__(self, pairs: PairsLike, config: SamplerConfig | None = None,
                  clusters: ClusterAssignment | None = None, ids: PairIds | None = None) -> None:
         self.config = config if config is not None else SamplerConfig()
-        missing = [c for c in PAIRS_COLUMNS if c not in pairs.columns]
-        if missing:
-            raise ConfigError(f"pairs table lacks columns {missing} (needs {list(PAIRS_COLUMNS)})")
-        if len(pairs) == 0:
-            raise ConfigError("pairs table is empty: no training pairs to sample from")
+        cols = pair_columns(pairs)
 
         # Sorting by the external qid (stable) makes the plan independent of the order of queries in the input, and
         # the same for a string table and its row-coded form. Internally every id is an integer code; strings are
         # only made for a batch or a plan (40M pairs as Python strings would be GBs).
         if ids is None:
-            q_codes, qids = pd.factorize(pairs["qid"].astype(str), sort=True)
+            q_codes, qids = pd.factorize(pd.Series(cols["qid"], copy=False).astype(str), sort=True)
             self._qids = np.asarray(qids, dtype=object)
             self._query_row = None
-            n = len(pairs)
-            p_codes, p_table = pd.factorize(np.concatenate([pairs["pos_pid"].astype(str).to_numpy(dtype=object),
-                                                            pairs["neg_pid"].astype(str).to_numpy(dtype=object)]))
+            n = len(q_codes)
+            p_codes, p_table = pd.factorize(np.concatenate([pd.Series(cols[c], copy=False).astype(str)
+                                                            .to_numpy(dtype=object) for c in ("pos_pid", "neg_pid")]))
             self._pid_table = np.asarray(p_table, dtype=object)
-            pos_code, neg_code = p_codes[:n], p_codes[n:]
+            code_type = np.int32 if len(p_table) < 2**31 else np.int64
+            self._pos_code, self._neg_code = p_codes[:n].astype(code_type), p_codes[n:].astype(code_type)
+            q_codes = q_codes.astype(np.int32)
         else:
-            rows, q_codes = np.unique(pairs["qid"].to_numpy(dtype=np.int64), return_inverse=True)
-            names = take_ids(ids.queries, rows)
-            by_name = np.argsort(names, kind="stable")
-            rank = np.empty_like(by_name)
-            rank[by_name] = np.arange(len(by_name))
-            q_codes = rank[q_codes]
-            self._qids, self._query_row = names[by_name], rows[by_name]
+            q_codes = self._query_codes(cols["qid"], ids.queries)
             self._pid_table = ids.passages
-            pos_code = pairs["pos_pid"].to_numpy(dtype=np.int64)
-            neg_code = pairs["neg_pid"].to_numpy(dtype=np.int64)
-        order = np.argsort(q_codes, kind="stable")
-        self._pair_query = q_codes[order].astype(np.int64)
-        self._pos_code = pos_code[order]
-        self._neg_code = neg_code[order]
-        self._pos_score = pairs["pos_score"].to_numpy(dtype=np.float64)[order]
-        self._neg_score = pairs["neg_score"].to_numpy(dtype=np.float64)[order]
+            for c in ("pos_pid", "neg_pid"):
+                _check_rows(cols[c], len(ids.passages), c)
+            # The row columns are kept as given (int32 from the teacher-file source), not widened or copied.
+            self._pos_code, self._neg_code = cols["pos_pid"], cols["neg_pid"]
+        self._pos_score = _floats(cols["pos_score"])
+        self._neg_score = _floats(cols["neg_score"])
+        del cols
         margins = self._pos_score - self._neg_score
-        if not np.isfinite(margins).all():
-            raise ConfigError(f"pairs: {int((~np.isfinite(margins)).sum())} rows have a non-finite "
-                              f"pos_score or neg_score")
-
-        n_q = len(self._qids)
-        counts = np.bincount(self._pair_query, minlength=n_q)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        self._build_groups(margins, starts)
+        finite = np.isfinite(margins)
+        if not finite.all():
+            raise ConfigError(f"pairs: {int((~finite).sum())} rows have a non-finite pos_score or neg_score")
+        del finite
+        self._build_groups(margins, q_codes)
 
         self._query_cluster: np.ndarray | None = None
         if clusters is not None:
@@ -220,26 +271,59 @@ class BatchSampler(Iterator[Batch]):
 
     # -- precomputation ---------------------------------------------------------------------------------------
 
-    def _build_groups(self, margins: np.ndarray, starts: np.ndarray) -> None:
+    def _query_codes(self, q_rows: np.ndarray, table) -> np.ndarray:
+        """Per pair, the rank (int32) of its query's external id among the training queries' ids; sets ``_qids``
+        (ids in that order) and ``_query_row`` (their rows in ``table``). A presence mask over the table's rows
+        replaces ``np.unique`` (a sort and int64 inverse of every pair)."""
+        n_rows = len(table)
+        _check_rows(q_rows, n_rows, "qid")
+        present = np.zeros(n_rows, dtype=bool)
+        present[q_rows] = True
+        rows = np.flatnonzero(present)
+        del present
+        names = take_ids(table, rows)
+        by_name = np.argsort(names, kind="stable")
+        self._qids, self._query_row = names[by_name], rows[by_name]
+        code_of_row = np.zeros(n_rows, dtype=np.int32)
+        code_of_row[self._query_row] = np.arange(len(rows), dtype=np.int32)
+        return code_of_row[q_rows]
+
+    def _build_groups(self, margins: np.ndarray, q_codes: np.ndarray) -> None:
         """Reduce every pair strategy to "pick one of the query's groups uniformly, then a pair within it".
 
         random: one group with all pairs; bins: the non-empty margin bins; hard-margin: one group with the
-        eligible pairs. Stored CSR-style so a draw for many queries is two ``rng.integers`` calls.
+        eligible pairs. The pairs get one internal order, by (query, group, input position): ``_order[i]`` is the
+        input row of internal pair ``i``, and each group is a contiguous run of internal pairs, stored CSR-style
+        so a draw for many queries is two ``rng.integers`` calls. The pair columns themselves are not permuted
+        (no copy of 40M rows): a batch maps its few internal indices through ``_order``.
         """
         strategy = pair_strategy(self.config)
-        q = self._pair_query
         n_q = len(self._qids)
-        group = strategy.groups(margins, q, starts, n_q)
-
-        kept = np.flatnonzero(group >= 0)
-        members = kept[np.lexsort((group[kept], q[kept]))]
-        key = q[members] * strategy.groups_per_query + group[members]
-        group_start = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-        group_query = q[members[group_start]]
-        self._members = members
-        self._group_start = group_start
-        self._group_size = np.diff(np.concatenate((group_start, [len(members)])))
-        self._query_ngroups = np.bincount(group_query, minlength=n_q)
+        n = len(q_codes)
+        group = strategy.groups(margins, q_codes, n_q)
+        del margins
+        span = strategy.groups_per_query + 1  # excluded pairs (group -1) sort first within their query
+        key_type = np.uint32 if n_q * span < 2**32 else np.uint64
+        key = q_codes.astype(key_type)
+        key *= key_type(span)
+        key += (group + 1).astype(key_type)
+        self._order = _stable_order(key, n_q * span)
+        del key
+        group = group[self._order]
+        counts = np.bincount(q_codes, minlength=n_q)
+        self._pair_query = np.repeat(np.arange(n_q, dtype=np.int32), counts)
+        change = np.empty(n, dtype=bool)
+        change[0] = True
+        np.not_equal(self._pair_query[1:], self._pair_query[:-1], out=change[1:])
+        change[1:] |= group[1:] != group[:-1]
+        run_start = np.flatnonzero(change)
+        del change
+        run_size = np.diff(np.append(run_start, n))
+        kept = group[run_start] >= 0
+        del group
+        self._group_start = run_start[kept]
+        self._group_size = run_size[kept]
+        self._query_ngroups = np.bincount(self._pair_query[self._group_start], minlength=n_q)
         self._query_first_group = np.concatenate(([0], np.cumsum(self._query_ngroups)[:-1]))
         assert (self._query_ngroups > 0).all()
 
@@ -283,7 +367,7 @@ class BatchSampler(Iterator[Batch]):
 
     def _draw_pairs(self, queries: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         group = self._query_first_group[queries] + rng.integers(0, self._query_ngroups[queries])
-        return self._members[self._group_start[group] + rng.integers(0, self._group_size[group])]
+        return self._group_start[group] + rng.integers(0, self._group_size[group])
 
     def _epoch_plan(self, epoch: int) -> _EpochPlan:
         rng = np.random.default_rng([self.config.seed, epoch])
@@ -312,23 +396,31 @@ class BatchSampler(Iterator[Batch]):
         q = self._pair_query[idx]
         qids, pos, neg = self.external_ids(idx)
         coded = self._query_row is not None
+        rows = self._order[idx]
         return Batch(
             qids=qids.tolist(),
             pos_pids=pos.tolist(),
             neg_pids=neg.tolist(),
-            pos_scores=self._pos_score[idx],
-            neg_scores=self._neg_score[idx],
+            pos_scores=self._pos_score[rows],
+            neg_scores=self._neg_score[rows],
             clusters=self._query_cluster[q].tolist() if self._query_cluster is not None else None,
             topped_up=topped,
             query_rows=self._query_row[q] if coded else None,
-            pos_rows=self._pos_code[idx] if coded else None,
-            neg_rows=self._neg_code[idx] if coded else None,
+            pos_rows=self._pos_code[rows] if coded else None,
+            neg_rows=self._neg_code[rows] if coded else None,
         )
 
     def external_ids(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(qids, pos_pids, neg_pids) of pair indices ``idx`` as object arrays of the external ids."""
-        return (self._qids[self._pair_query[idx]], take_ids(self._pid_table, self._pos_code[idx]),
-                take_ids(self._pid_table, self._neg_code[idx]))
+        rows = self._order[idx]
+        return (self._qids[self._pair_query[idx]], take_ids(self._pid_table, self._pos_code[rows]),
+                take_ids(self._pid_table, self._neg_code[rows]))
+
+    def pair_margins(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """Teacher margins ``pos_score - neg_score`` (float64) of internal pairs ``idx`` (default: all, in internal
+        order, aligned with ``_pair_query``)."""
+        rows = self._order if idx is None else self._order[idx]
+        return self._pos_score[rows] - self._neg_score[rows]
 
     def fork(self) -> BatchSampler:
         """An independent sampler at the same position, sharing the (read-only) precomputed arrays."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from tasb_ray.config import is_int
 from tasb_ray.errors import ConfigError
-from tasb_ray.training.sampling.pair_strategies import _histogram_bins
+from tasb_ray.training.sampling.pair_strategies import margin_bins as query_margin_bins
 from tasb_ray.training.sampling.sampler import BatchSampler
 
 
@@ -39,14 +39,7 @@ def _plan_indices(sampler: BatchSampler, num_batches: int) -> list[np.ndarray]:
 
 def margin_bins(sampler: BatchSampler) -> np.ndarray:
     """Per pair, its bin among ``config.bins`` equal-width bins of its query's margins (as ``bins`` draws them)."""
-    q = sampler._pair_query
-    margins = sampler._pos_score - sampler._neg_score
-    n_q = sampler.num_queries
-    lo = np.full(n_q, np.inf)
-    hi = np.full(n_q, -np.inf)
-    np.minimum.at(lo, q, margins)
-    np.maximum.at(hi, q, margins)
-    return _histogram_bins(margins, lo[q], hi[q], sampler.config.bins)
+    return query_margin_bins(sampler.pair_margins(), sampler._pair_query, sampler.num_queries, sampler.config.bins)
 
 
 def plan_statistics(sampler: BatchSampler, num_batches: int) -> dict:
