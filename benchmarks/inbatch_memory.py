@@ -187,7 +187,8 @@ def reading(runs: list[tuple[str, str, dict]], batches: int) -> list[str]:
                    f"({max(r['anon_mib'] for r in mmap):.0f} MiB at most), the growth is `RssFile`: the pages of "
                    "the mapped files that the batches touched (passage and query rows, and the binary searches' "
                    "pages of the sorted ids, of which a larger corpus has more). It follows the rows read, not the "
-                   "rows stored.")
+                   "rows stored; a small file can show more, because on a fault the kernel also maps neighbouring "
+                   "pages already in the page cache (fault-around), and more of a small file is cached.")
     if len(ram) >= 2:
         xs, ys = [r["rows"] / 1e6 for r in ram], [over(r) for r in ram]
         slope = statistics.linear_regression(xs, ys).slope
@@ -196,8 +197,9 @@ def reading(runs: list[tuple[str, str, dict]], batches: int) -> list[str]:
         out.append(f"- In RAM: {sizes} over start: "
                    f"{slope:.0f} MiB per million passages at the peak (least squares; float32 vectors, their "
                    f"normalised copy while loading, the string ids), {steady:.0f} MiB per million held after loading "
-                   "(`RssAnon` growth), i.e. a peak of ~{slope * MSMARCO_PASSAGES / 1e6 / 1024:.0f} GiB at "
-                   f"{MSMARCO_PASSAGES:,} by extrapolation (not run: it would not fit beside the CPU experiment).")
+                   f"(`RssAnon` growth), i.e. a peak of ~{slope * MSMARCO_PASSAGES / 1e6 / 1024:.0f} GiB and "
+                   f"~{steady * MSMARCO_PASSAGES / 1e6 / 1024:.0f} GiB held at {MSMARCO_PASSAGES:,} by "
+                   "extrapolation (not run: it would not fit beside the CPU experiment).")
     if mmap and ram:
         m, r = mmap[-1], ram[-1]
         c = cold.get(m["rows"])

@@ -213,8 +213,10 @@ def test_mapped_vectors_score_exactly_as_in_ram_at_float32(local_stage, prepared
 
 
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
-def test_float16_vectors_are_a_second_file_within_tolerance(local_stage, prepared, mean_model, similarity):
-    work, stage = local_stage
+def test_float16_vectors_are_a_second_file_within_tolerance(local_stage, prepared, mean_model, similarity, tmp_path):
+    work = tmp_path / "work"  # a copy: the module's stage keeps its float32 files only
+    shutil.copytree(local_stage[0], work)
+    stage = work / local_stage[1].name
     cfg = _bi(mean_model, similarity=similarity)
     teacher = build_teacher(cfg)
     # Same stage (the dtype is not in the key); the float16 files are converted from its Parquet once.
