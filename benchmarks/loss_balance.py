@@ -51,7 +51,8 @@ def measure(cfg: TrainingConfig, samplings: list[str], n_batches: int) -> dict:
     data = TrainData(read_pairs(pairs_dir / "pairs.parquet"), dict(zip(queries[QUERY_ID], queries[TEXT])),
                      dict(zip(corpus[DOC_ID], corpus[TEXT])), read_clusters(clusters_dir / "clusters.parquet"))
     teacher = build_teacher(cfg.teachers.inbatch, corpus=corpus)
-    attach_teacher_vectors(teacher, cfg.teachers.inbatch, ds, work_dir(cfg), require_cached=True)
+    attach_teacher_vectors(teacher, cfg.teachers.inbatch, ds, work_dir(cfg), require_cached=True,
+                           vector_dtype=cfg.teachers.vector_dtype)
     calib = lambda: (calibration_batches(data.pairs, cfg.sampler.batch_size), data.batch_texts)
     trainers = {s: Trainer(dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, sampling=s)), data,
                            "/tmp/loss-balance-unused", teacher) for s in samplings}

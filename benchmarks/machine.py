@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
 
 
 def describe_machine(gpu: str | None = "no GPU") -> str:
@@ -23,3 +25,14 @@ def describe_machine(gpu: str | None = "no GPU") -> str:
         parts.append(gpu)
     parts += [f"Python {platform.python_version()}", f"{platform.system()} {platform.release()}"]
     return ", ".join(parts)
+
+
+def load_line(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    """``Load average (1/5/15 min) before: a / b / c, after: d / e / f`` (``os.getloadavg()`` around a run)."""
+    return (f"Load average (1/5/15 min) before: {' / '.join(f'{x:.2f}' for x in before)}, after: "
+            f"{' / '.join(f'{x:.2f}' for x in after)}")
+
+
+def command_line(script: str, argv: list[str] | None = None) -> str:
+    """``python SCRIPT ARGS`` as a results file names it (the process's own arguments when ``argv`` is None)."""
+    return shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])

@@ -42,7 +42,8 @@ def main() -> None:
     corpus, queries = ds.corpus(), ds.queries(args.split)
     cands = first_stage_candidates(ds, args.split, ["bm25"], args.depth)
     teacher = build_teacher(cfg.teachers.pairwise, corpus=corpus)
-    attach_teacher_vectors(teacher, cfg.teachers.pairwise, ds, work_dir(cfg), require_cached=True)
+    attach_teacher_vectors(teacher, cfg.teachers.pairwise, ds, work_dir(cfg), require_cached=True,
+                           vector_dtype=cfg.teachers.vector_dtype)
     scored = score_pairs(cands[["qid", "pid"]], queries, corpus, teacher)
     qrels = ds.qrels(args.split)
     bm25 = pd.DataFrame({QUERY_ID: cands["qid"], DOC_ID: cands["pid"], SCORE: -cands["rank"].astype(float)})

@@ -24,14 +24,13 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from machine import describe_machine
+from machine import command_line, describe_machine, load_line
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -169,15 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         ok = t_ratio <= GOAL and m_ratio <= GOAL
         verdict.append(f"- `{reader}`: {t_ratio:.2f}x the time, {m_ratio:.2f}x the peak RSS of the bare read: "
                        f"{'meets' if ok else 'MISSES'} the goal (<= {GOAL:.0f}x both).")
-    given = sys.argv[1:] if argv is None else argv
-    cmd = shlex.join(["python", "benchmarks/teacher_ingest.py", *given])
+    cmd = command_line("benchmarks/teacher_ingest.py", argv)
     lines = [
         "# Teacher-file ingestion: bare pyarrow vs tasb-ray (issue 13)", "",
         f"Command: `{cmd}`  ",
         f"Machine: {describe_machine()}  ",
         f"Versions: pyarrow {pyarrow.__version__}, pandas {__import__('pandas').__version__}  ",
-        f"Load average (1/5/15 min) before: {' / '.join(f'{x:.2f}' for x in load_before)}, after: "
-        f"{' / '.join(f'{x:.2f}' for x in load_after)} (a shared machine: other work ran alongside)", "",
+        f"{load_line(load_before, load_after)} (a shared machine: other work ran alongside)", "",
         f"File: {bare['rows']:,} lines in the authors' layout, {size / 2**20:.0f} MiB, from "
         "`benchmarks/msmarco_synth.py` (seed 0).", "",
         "Each reader runs in a fresh process; time is the read alone (median of the runs listed), peak RSS the "

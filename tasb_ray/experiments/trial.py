@@ -200,7 +200,7 @@ def run_trial_pipelines(cfg, result, ds, pipe: PipelinesConfig) -> tuple[dict[st
     corpus = ds.corpus()
     bm25 = BM25Index(corpus[DOC_ID].to_numpy(), corpus[TEXT].tolist())
     teacher = build_teacher(cfg.teachers.pairwise, corpus=corpus)
-    attach_teacher_vectors(teacher, cfg.teachers.pairwise, ds, work_dir(cfg))
+    attach_teacher_vectors(teacher, cfg.teachers.pairwise, ds, work_dir(cfg), vector_dtype=cfg.teachers.vector_dtype)
     opts = PipelineOptions(rerank_depth=pipe.rerank_depth, interp_weight=pipe.interp_weight, rrf_k=pipe.rrf_k,
                            rel_level=cfg.data.rel_level)
     res = run_pipelines(ds.queries(split), ds.qrels(split), bm25=bm25, encoder=result.student,

@@ -14,9 +14,10 @@ from tasb_ray.fileio import content_sha256
 from tasb_ray.pipeline.cache import cached_stage, dataset_identity, local_model_contents
 from tasb_ray.pipeline.context import ray_scope, student_encoder, work_dir
 from tasb_ray.pipeline.scoring import score_pairs_ray
-from tasb_ray.pipeline.teacher_vectors import attach_teacher_vectors, ensure_teacher_vectors
+from tasb_ray.pipeline.teacher_vectors import attach_teacher_vectors, bi_encoder_configs, ensure_teacher_vectors
 from tasb_ray.schema import DOC_ID, QUERY_ID
 from tasb_ray.teachers import TeacherConfig, build_teacher
+from tasb_ray.teachers.vector_store import DEFAULT_VECTOR_DTYPE
 from tasb_ray.training.candidates import first_stage_candidates, write_candidates
 from tasb_ray.training.config import CandidatesConfig, TrainingConfig
 from tasb_ray.training.pairs import (
@@ -90,6 +91,9 @@ def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
                                    *teacher_models(cfg.teachers.pairwise)])
     if models:  # only models given by path change the key
         inputs["model_contents"] = models
+    if cfg.teachers.vector_dtype != DEFAULT_VECTOR_DTYPE and bi_encoder_configs(cfg.teachers.pairwise):
+        # float16 vectors change a bi-encoder's scores; float32 (the default) leaves existing keys as they were.
+        inputs["vector_dtype"] = cfg.teachers.vector_dtype
 
     def build(tmp: Path) -> dict:
         encoder = student_encoder(cfg.student.model, cfg) if "dense" in c.sources else None
@@ -105,15 +109,16 @@ def pairs_stage(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool = False,
         with ray_scope(use_ray, ray):
             if use_ray:
                 dirs = ensure_teacher_vectors(cfg.teachers.pairwise, ds, work_dir(cfg), use_ray=True, ray=ray,
-                                              show_progress=cfg.progress)
+                                              show_progress=cfg.progress, vector_dtype=cfg.teachers.vector_dtype)
                 # rows_per_batch = score_triples' batch size: ensembles normalise over the same whole-query batches.
                 scored = score_pairs_ray(attach_texts(unique_pairs(triples), queries, corpus), cfg.teachers.pairwise,
                                          corpus_path=ds.corpus_path, rows_per_batch=256, teacher_vectors=dirs,
-                                         **ray.pool())
+                                         vector_dtype=cfg.teachers.vector_dtype, **ray.pool())
                 pairs = join_scores(triples, scored)
             else:
                 teacher = build_teacher(cfg.teachers.pairwise, corpus=corpus)
-                attach_teacher_vectors(teacher, cfg.teachers.pairwise, ds, work_dir(cfg), show_progress=cfg.progress)
+                attach_teacher_vectors(teacher, cfg.teachers.pairwise, ds, work_dir(cfg), show_progress=cfg.progress,
+                                       vector_dtype=cfg.teachers.vector_dtype)
                 pairs = score_triples(triples, queries, corpus, teacher, batch_size=256,
                                       show_progress=cfg.progress)
         write_pairs(tmp / "pairs.parquet", pairs)

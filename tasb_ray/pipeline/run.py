@@ -99,7 +99,8 @@ def _shared_stages(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool, ray:
     if uses_inbatch(cfg.alpha) and cfg.teachers.inbatch is not None:
         roles["inbatch"] = cfg.teachers.inbatch
     for role, teacher_cfg in roles.items():
-        dirs = ensure_teacher_vectors(teacher_cfg, ds, work_dir(cfg), show_progress=cfg.progress, **opts)
+        dirs = ensure_teacher_vectors(teacher_cfg, ds, work_dir(cfg), show_progress=cfg.progress,
+                                      vector_dtype=cfg.teachers.vector_dtype, **opts)
         for member, d in dirs.items():
             stages[f"teacher-vectors/{role}/{member}"] = {"path": str(d), **_stage_info(d)}
     if cfg.sampler.uses_clusters:
@@ -160,10 +161,12 @@ def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume
     data = train_data(cfg, ds, pairs_dir, clusters)
     teacher = None
     if uses_inbatch(cfg.alpha):
-        # Vectors from the shared stage: the trainer's precompute then finds every training text already encoded.
+        # Vectors from the shared stage, memory-mapped: the trainer's precompute then finds every training text
+        # already encoded, and a batch reads only its own rows.
         teacher = build_teacher(cfg.teachers.inbatch, corpus=corpus)
         vector_dirs = attach_teacher_vectors(teacher, cfg.teachers.inbatch, ds, work_dir(cfg), use_ray=use_ray,
-                                             ray=ray, require_cached=require_cached, show_progress=cfg.progress)
+                                             ray=ray, require_cached=require_cached, show_progress=cfg.progress,
+                                             vector_dtype=cfg.teachers.vector_dtype)
         if vector_dirs:
             stages["teacher_vectors"] = {member: str(d) for member, d in vector_dirs.items()}
     dev = eval_data(ds, cfg.data.dev_split, corpus) if cfg.eval.every else None

@@ -21,6 +21,7 @@ from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.pipeline.teacher_vectors import attach_vectors_from_dirs
 from tasb_ray.teachers.config import TeacherConfig
 from tasb_ray.teachers.factory import TeacherActor
+from tasb_ray.teachers.vector_store import DEFAULT_VECTOR_DTYPE
 from tasb_ray.training.pairs import PAIR_KEY, query_batches
 
 PAIR_TEXT_COLUMNS = ("qid", "pid", "query", "passage")
@@ -32,15 +33,16 @@ class PackedTeacherActor(TeacherActor):
 
     Input columns: ``qid, pid, query, passage`` plus ``_batch`` (packed batch id), ``_batch_rows`` (its size) and
     ``_pos`` (row position in the caller's table). Output: ``_pos, score``. ``teacher_vectors`` (bi-encoder member
-    path -> teacher-vectors stage directory) are loaded into the teacher once, so no actor encodes the corpus.
+    path -> teacher-vectors stage directory) are memory-mapped into the teacher once (as ``vector_dtype``), so no
+    actor encodes the corpus and the actors of a node share the vectors' pages.
     """
 
     def __init__(self, cfg: Mapping[str, Any], corpus_path: str | None = None, threads: int | None = None,
-                 teacher_vectors: Mapping[str, str] | None = None):
+                 teacher_vectors: Mapping[str, str] | None = None, vector_dtype: str = DEFAULT_VECTOR_DTYPE):
         set_threads(threads)
         super().__init__(cfg, corpus_path)
         if teacher_vectors:
-            attach_vectors_from_dirs(self.teacher, cfg, teacher_vectors)
+            attach_vectors_from_dirs(self.teacher, cfg, teacher_vectors, vector_dtype)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         out_pos, out_score = [], []
@@ -63,7 +65,8 @@ class PackedTeacherActor(TeacherActor):
 def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: str | os.PathLike | None = None,
                     num_actors: int | None = None, rows_per_batch: int = 256, batches_per_block: int = 8,
                     use_gpu: bool | str = "auto", cpus_per_actor: int | None = None,
-                    address: str | None = None, teacher_vectors: Mapping[str, str] | None = None) -> pd.DataFrame:
+                    address: str | None = None, teacher_vectors: Mapping[str, str] | None = None,
+                    vector_dtype: str = DEFAULT_VECTOR_DTYPE) -> pd.DataFrame:
     """Teacher scores of ``qid, pid, query, passage`` rows on a Ray Data actor pool → ``qid, pid, score``.
 
     Equal to :func:`tasb_ray.training.pairs.score_pairs` with ``batch_size=rows_per_batch`` (same sort, same
@@ -87,6 +90,7 @@ def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: st
         teacher_vectors: bi-encoder member path -> teacher-vectors stage directory (from
             :func:`tasb_ray.pipeline.teacher_vectors.ensure_teacher_vectors`), loaded by every actor; like ``corpus_path``
             it must be on a filesystem the actors see. The scores then do not depend on the number of actors.
+        vector_dtype: the stored dtype of those vectors (``teachers.vector_dtype``).
 
     Returns:
         ``qid, pid, score`` sorted by qid, pid (scores float64).
@@ -117,7 +121,7 @@ def score_pairs_ray(pairs_with_texts: pd.DataFrame, teacher_cfg, corpus_path: st
     # preserve_order: blocks reach an actor in table order, so a teacher with a per-id vector cache (bi-encoder)
     # fills it in the same order as the in-process loop (its vectors depend on their first batch's padding).
     kwargs = {"cfg": cfg.to_dict(), "corpus_path": str(corpus_path) if corpus_path is not None else None,
-              "teacher_vectors": {k: str(v) for k, v in (teacher_vectors or {}).items()}}
+              "teacher_vectors": {k: str(v) for k, v in (teacher_vectors or {}).items()}, "vector_dtype": vector_dtype}
     scores, seen = run_packed_blocks(blocks, PackedTeacherActor, kwargs, len(frame), num_actors=num_actors,
                                      use_gpu=use_gpu, cpus_per_actor=cpus_per_actor, address=address)
     if (seen != 1).any():

@@ -10,7 +10,18 @@ Stage layout (``<work_dir>/teacher-vectors-<key>/``)::
 
     passage.parquet    doc_id: string, embedding: fixed_size_list<float32>[dim]   (corpus order)
     query.parquet      query_id: string, embedding: ...     (every query of the dataset, so of every split)
+    <kind>.<dtype>.npy, <kind>.keys.npy, <kind>.rows.npy   the same vectors for memory-mapping (below)
     stage.json         inputs and info (queries per split among them), written last
+
+Teachers do not read the Parquet files: :func:`load_stage_vectors` memory-maps ``.npy`` copies of them
+(:mod:`tasb_ray.teachers.vector_store`), so a training batch reads its own rows and the corpus's vectors are never
+all in RAM (MS MARCO: 13.5 GB at 384 float32 dimensions). The stored dtype is ``teachers.vector_dtype``: ``float32``
+(default; scores equal those from the Parquet vectors bit for bit) or ``float16`` (half the file). It is not part of
+the stage key: the Parquet files are the same for every dtype, and each dtype's matrix has its own file name, so
+changing the dtype never reads another dtype's file. A build writes the ``.npy`` files of the dtype it was asked
+for; any other dtype, and stages built before the ``.npy`` files existed, are converted from the Parquet files on
+first use (:func:`ensure_vector_files`, streamed, each file renamed into place when whole, so a killed conversion
+leaves nothing that looks done and concurrent converters write the same bytes).
 
 The columns are those of the sharded encoder's shards (:mod:`tasb_ray.distributed.encode`). The vectors are the
 encoder's raw output (the model's own pooling and normalisation); a teacher's similarity (cosine) is applied when
@@ -61,6 +72,7 @@ from tasb_ray.teachers.base import Teacher
 from tasb_ray.teachers.bi_encoder import BiEncoderTeacher
 from tasb_ray.teachers.config import TeacherConfig
 from tasb_ray.teachers.ensemble import EnsembleTeacher
+from tasb_ray.teachers.vector_store import DEFAULT_VECTOR_DTYPE, KINDS, vector_paths, write_keys, write_matrix
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +125,9 @@ def _split_counts(ds, ids: Sequence[str]) -> dict[str, int]:
 
 def teacher_vectors_stage(member_cfg: TeacherConfig | Mapping, ds, work_dir: str | os.PathLike, *,
                           use_ray: bool = False, ray: RayOptions | None = None, require_cached: bool = False,
-                          show_progress: bool = False) -> Path:
-    """The stage directory holding the teacher's vectors of the whole corpus and of every query (all splits).
+                          show_progress: bool = False, vector_dtype: str = DEFAULT_VECTOR_DTYPE) -> Path:
+    """The stage directory holding the teacher's vectors of the whole corpus and of every query (all splits), with
+    their ``.npy`` files stored as ``vector_dtype`` (written by the build, or converted once for an existing stage).
 
     Args:
         member_cfg: a ``bi-encoder`` teacher config (or its dict form).
@@ -124,6 +137,7 @@ def teacher_vectors_stage(member_cfg: TeacherConfig | Mapping, ds, work_dir: str
         ray: how the Ray path runs (:class:`tasb_ray.distributed.options.RayOptions`; not part of the key).
         require_cached: raise :class:`TasbRayError` naming the stage instead of building it.
         show_progress: progress bars while encoding.
+        vector_dtype: ``float32`` or ``float16`` (not part of the key; see the module docstring).
     """
     cfg = member_cfg if isinstance(member_cfg, TeacherConfig) else TeacherConfig.from_dict(member_cfg)
     inputs = stage_inputs(cfg, ds)
@@ -135,9 +149,13 @@ def teacher_vectors_stage(member_cfg: TeacherConfig | Mapping, ds, work_dir: str
             info = _build_ray(cfg, ds, tmp, partial, ray or RayOptions(), show_progress)
         else:
             info = _build_local(cfg, ds, tmp, show_progress)
+        for kind in KINDS:
+            ensure_vector_files(tmp, kind, vector_dtype)
         return {**info, "built_with": "ray" if use_ray else "local", "seconds": round(time.perf_counter() - t0, 1)}
 
     path, _ = cached_stage(work_dir, STAGE, inputs, build, require_cached=require_cached)
+    for kind in KINDS:  # a stage built before the .npy files existed, or for another dtype
+        ensure_vector_files(path, kind, vector_dtype)
     if partial.exists():  # the published stage holds everything the resumable shards did
         shutil.rmtree(partial, ignore_errors=True)
     return path
@@ -240,6 +258,46 @@ def stage_vectors(stage_dir: str | os.PathLike, kind: str) -> tuple[list[str], n
     return read_vectors(path)
 
 
+def ensure_vector_files(stage_dir: str | os.PathLike, kind: str, dtype: str = DEFAULT_VECTOR_DTYPE,
+                        rows_per_chunk: int = 1 << 16) -> tuple[Path, Path, Path]:
+    """The ``.npy`` files of ``kind`` stored as ``dtype`` in ``stage_dir``, converted from its Parquet file if absent.
+
+    The conversion streams ``rows_per_chunk`` rows at a time (the ids are read whole: ~12 bytes each for MS MARCO's);
+    each file appears under its name only when whole. Files already there are used as they are (their integrity is
+    checked when opened, :class:`tasb_ray.teachers.vector_store.MappedVectors`).
+
+    Returns:
+        ``(matrix, keys, rows)`` paths.
+
+    Raises:
+        TasbRayError: the Parquet file is missing or not a vectors file, or the directory cannot be written.
+    """
+    paths = vector_paths(stage_dir, kind, dtype)
+    if all(p.is_file() for p in paths):
+        return paths
+    source = Path(stage_dir) / {"passage": PASSAGE_FILE, "query": QUERY_FILE}[kind]
+    if not source.is_file():
+        raise TasbRayError(f"{source}: missing (not a complete teacher-vectors stage)")
+    matrix_path, keys_path, rows_path = paths
+    t0 = time.perf_counter()
+    try:
+        parquet = pq.ParquetFile(source)
+        if EMBEDDING not in parquet.schema_arrow.names:
+            raise TasbRayError(f"{source}: no '{EMBEDDING}' column (not a teacher-vectors file)")
+        if not (keys_path.is_file() and rows_path.is_file()):
+            ids = pq.read_table(source, columns=[parquet.schema_arrow.names[0]]).column(0)
+            write_keys(keys_path, rows_path, ids)
+            del ids
+        if not matrix_path.is_file():
+            dim = parquet.schema_arrow.field(EMBEDDING).type.list_size
+            chunks = (vectors_of(b.column(0)) for b in parquet.iter_batches(rows_per_chunk, columns=[EMBEDDING]))
+            write_matrix(matrix_path, parquet.metadata.num_rows, dim, dtype, chunks)
+    except OSError as e:
+        raise TasbRayError(f"{stage_dir}: cannot write the {kind} vector files ({e})") from None
+    log.info("%s: %s vectors as %s .npy in %.1f s", stage_dir, kind, dtype, time.perf_counter() - t0)
+    return paths
+
+
 # --- teachers ----------------------------------------------------------------------------------------------------
 
 
@@ -275,28 +333,32 @@ def bi_encoder_members(teacher: Teacher, cfg: TeacherConfig, path: str = "teache
 
 def ensure_teacher_vectors(teacher_cfg: TeacherConfig | Mapping, ds, work_dir: str | os.PathLike, *,
                            use_ray: bool = False, ray: RayOptions | None = None, require_cached: bool = False,
-                           show_progress: bool = False) -> dict[str, Path]:
+                           show_progress: bool = False, vector_dtype: str = DEFAULT_VECTOR_DTYPE) -> dict[str, Path]:
     """The teacher-vectors stage of every bi-encoder member of ``teacher_cfg`` (built when absent): path → dir.
 
     Members with the same encoder share one stage. Arguments as for :func:`teacher_vectors_stage`.
     """
     cfg = teacher_cfg if isinstance(teacher_cfg, TeacherConfig) else TeacherConfig.from_dict(teacher_cfg)
     return {path: teacher_vectors_stage(member, ds, work_dir, use_ray=use_ray, ray=ray,
-                                        require_cached=require_cached, show_progress=show_progress)
+                                        require_cached=require_cached, show_progress=show_progress,
+                                        vector_dtype=vector_dtype)
             for path, member in bi_encoder_configs(cfg)}
 
 
-def load_stage_vectors(teacher, stage_dir: str | os.PathLike) -> None:
-    """Hand a stage's passage and query vectors to a :class:`BiEncoderTeacher` (``load_vectors``)."""
-    for kind in ("passage", "query"):
-        ids, matrix = stage_vectors(stage_dir, kind)
-        teacher.load_vectors(kind, ids, matrix)
+def load_stage_vectors(teacher, stage_dir: str | os.PathLike, vector_dtype: str = DEFAULT_VECTOR_DTYPE) -> None:
+    """Memory-map a stage's passage and query vectors into a :class:`BiEncoderTeacher` (``map_vectors``), converting
+    them to ``.npy`` of ``vector_dtype`` first when the stage has none."""
+    for kind in KINDS:
+        ensure_vector_files(stage_dir, kind, vector_dtype)
+        teacher.map_vectors(kind, stage_dir, vector_dtype)
 
 
 def attach_vectors_from_dirs(teacher: Teacher, teacher_cfg: TeacherConfig | Mapping,
-                             dirs: Mapping[str, str | os.PathLike]) -> None:
+                             dirs: Mapping[str, str | os.PathLike],
+                             vector_dtype: str = DEFAULT_VECTOR_DTYPE) -> None:
     """Load the stages named in ``dirs`` (member path → stage dir, from :func:`ensure_teacher_vectors`) into the
-    matching bi-encoder members of ``teacher``; what a Ray actor does with paths it was handed.
+    matching bi-encoder members of ``teacher``, memory-mapped as ``vector_dtype``; what a Ray actor does with paths it
+    was handed (actors on one node share the mapped files' pages).
 
     Raises:
         TasbRayError: a path in ``dirs`` names no bi-encoder member of the teacher.
@@ -308,14 +370,15 @@ def attach_vectors_from_dirs(teacher: Teacher, teacher_cfg: TeacherConfig | Mapp
         raise TasbRayError(f"teacher vectors for {unknown}, which are not bi-encoder members "
                            f"(members: {sorted(members)})")
     for path, stage_dir in dirs.items():
-        load_stage_vectors(members[path], stage_dir)
+        load_stage_vectors(members[path], stage_dir, vector_dtype)
         log.info("%s: loaded teacher vectors from %s", path, stage_dir)
 
 
 def attach_teacher_vectors(teacher: Teacher, teacher_cfg: TeacherConfig | Mapping, ds,
                            work_dir: str | os.PathLike, use_ray: bool = False, *, ray: RayOptions | None = None,
-                           require_cached: bool = False, show_progress: bool = False) -> dict[str, Path]:
-    """Give every bi-encoder member of a built teacher its vectors from the teacher-vectors stage.
+                           require_cached: bool = False, show_progress: bool = False,
+                           vector_dtype: str = DEFAULT_VECTOR_DTYPE) -> dict[str, Path]:
+    """Give every bi-encoder member of a built teacher its vectors from the teacher-vectors stage, memory-mapped.
 
     Build the teacher first (``build_teacher``), then attach: scores are the same as without the vectors (up to
     float rounding), but no corpus or query text is encoded again.
@@ -323,7 +386,7 @@ def attach_teacher_vectors(teacher: Teacher, teacher_cfg: TeacherConfig | Mappin
     Args:
         teacher: the teacher built from ``teacher_cfg``.
         teacher_cfg: its config (ensemble components are matched to the teacher's components in order).
-        ds, work_dir, use_ray, ray, require_cached, show_progress: see :func:`teacher_vectors_stage`.
+        ds, work_dir, use_ray, ray, require_cached, show_progress, vector_dtype: see :func:`teacher_vectors_stage`.
 
     Returns:
         Member path → stage directory (empty when the teacher has no bi-encoder).
@@ -331,6 +394,6 @@ def attach_teacher_vectors(teacher: Teacher, teacher_cfg: TeacherConfig | Mappin
     cfg = teacher_cfg if isinstance(teacher_cfg, TeacherConfig) else TeacherConfig.from_dict(teacher_cfg)
     bi_encoder_members(teacher, cfg)  # a mismatch fails before any encoding
     dirs = ensure_teacher_vectors(cfg, ds, work_dir, use_ray=use_ray, ray=ray, require_cached=require_cached,
-                                  show_progress=show_progress)
-    attach_vectors_from_dirs(teacher, cfg, dirs)
+                                  show_progress=show_progress, vector_dtype=vector_dtype)
+    attach_vectors_from_dirs(teacher, cfg, dirs, vector_dtype)
     return dirs

@@ -18,6 +18,7 @@ from tasb_ray.models.encoder import BertDot
 from tasb_ray.teachers._neural import pick_device
 from tasb_ray.teachers.base import Teacher
 from tasb_ray.teachers.config import SIMILARITIES
+from tasb_ray.teachers.vector_store import MappedVectors, VectorTable, l2_normalise
 
 
 class BiEncoderTeacher(Teacher):
@@ -33,8 +34,10 @@ class BiEncoderTeacher(Teacher):
             many pairs and every training step, and re-encoding it dominated the cost. When full, the
             cache is cleared (memory stays bounded: 10^6 MiniLM vectors are 1.5 GB).
 
-    Vectors computed elsewhere (the ``teacher-vectors`` stage, :mod:`tasb_ray.pipeline.teacher_vectors`) are handed in
-    with :meth:`load_vectors`; they are kept apart from the bounded cache, never evicted, and looked up first.
+    Vectors computed elsewhere are kept apart from the bounded cache, never evicted, and looked up first: those of the
+    ``teacher-vectors`` stage (:mod:`tasb_ray.pipeline.teacher_vectors`) are memory-mapped from its ``.npy`` files
+    with :meth:`map_vectors`, so only the rows a batch scores are read (the corpus's vectors are never all in RAM);
+    a matrix in RAM is handed in with :meth:`load_vectors`.
     """
 
     name = "bi-encoder"
@@ -50,7 +53,7 @@ class BiEncoderTeacher(Teacher):
         self.encoder.to(pick_device(device)).eval()
         self.cache_size = cache_size
         self._cache: dict[str, dict[str, np.ndarray]] = {"query": {}, "passage": {}}
-        self._loaded: dict[str, VectorTable] = {"query": VectorTable(), "passage": VectorTable()}
+        self._loaded: dict[str, VectorTable | MappedVectors] = {"query": VectorTable(), "passage": VectorTable()}
 
     def encode(self, texts: Sequence[str], kind: str) -> np.ndarray:
         """float32 ``[len(texts), dim]`` vectors, normalised when the similarity is cosine."""
@@ -72,33 +75,53 @@ class BiEncoderTeacher(Teacher):
             matrix: float ``[len(ids), dim]``, with ``dim`` the encoder's hidden size.
 
         Raises:
-            TasbRayError: unknown kind, a shape that does not fit the encoder, or duplicate ids.
+            TasbRayError: unknown kind, a shape that does not fit the encoder, duplicate ids, or vectors of this kind
+                already memory-mapped (:meth:`map_vectors`).
         """
         table = self._table(kind)
+        if not isinstance(table, VectorTable):
+            raise TasbRayError(f"bi-encoder load_vectors({kind!r}): the {kind} vectors are memory-mapped from "
+                               f"{table.matrix.filename}; load_vectors cannot add to them")
         vec = np.asarray(matrix, dtype=np.float32)
         if vec.ndim != 2 or vec.shape[0] != len(ids) or vec.shape[1] != self.encoder.dim:
             raise TasbRayError(f"bi-encoder load_vectors({kind!r}): matrix of shape {tuple(vec.shape)} for "
                                f"{len(ids)} ids; expected [{len(ids)}, {self.encoder.dim}]")
         if self.similarity == "cosine":
-            vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+            vec = l2_normalise(vec)
         table.add([str(i) for i in ids], vec)
+
+    def map_vectors(self, kind: str, directory: str | os.PathLike, dtype: str = "float32") -> None:
+        """Score ``kind`` with the vectors of the ``.npy`` files in ``directory`` (raw encoder output stored as
+        ``dtype``; :mod:`tasb_ray.teachers.vector_store`), memory-mapped: a batch reads only its own rows.
+
+        Replaces vectors loaded before for ``kind``. Rows are L2-normalised as they are read when the similarity
+        is cosine; at float32 the scores are those of :meth:`load_vectors` with the same matrix, bit for bit.
+
+        Raises:
+            TasbRayError: unknown kind, a missing or broken file (naming it), or another width than the encoder's.
+        """
+        self._table(kind)
+        self._loaded[kind] = MappedVectors(directory, kind, dtype, normalize=self.similarity == "cosine",
+                                           dim=self.encoder.dim)
 
     def export_vectors(self, kind: str) -> tuple[list[str], np.ndarray]:
         """``(ids, matrix)`` of every vector this teacher holds for ``kind``: loaded ones, then cached ones.
 
-        The vectors are the ones scoring uses (L2-normalised when the similarity is cosine).
+        The vectors are the ones scoring uses (L2-normalised when the similarity is cosine); all in RAM, so this is
+        for inspection, not for a corpus the size of MS MARCO.
         """
         table = self._table(kind)
         cache = self._cache[kind]
         cached_ids = list(cache)
         extra = [i for i, p in zip(cached_ids, table.positions(cached_ids)) if p < 0]
-        parts = [table.matrix] if len(table) else []
+        ids, matrix = table.all() if len(table) else ([], None)
+        parts = [matrix] if len(table) else []
         if extra:
             parts.append(np.stack([cache[i] for i in extra]))
         matrix = np.concatenate(parts) if parts else np.zeros((0, self.encoder.dim), np.float32)
-        return table.ids + extra, matrix
+        return ids + extra, matrix
 
-    def _table(self, kind: str) -> VectorTable:
+    def _table(self, kind: str) -> VectorTable | MappedVectors:
         if kind not in self._loaded:
             raise TasbRayError(f"bi-encoder: kind must be 'query' or 'passage', got {kind!r}")
         return self._loaded[kind]
@@ -129,7 +152,7 @@ class BiEncoderTeacher(Teacher):
         pos = loaded.positions(ids)
         hit = pos >= 0
         if hit.all():
-            return loaded.matrix[pos]
+            return loaded.take(pos)
         miss = np.flatnonzero(~hit)
         rest_ids = [ids[i] for i in miss]
         rest_texts = [texts[i] for i in miss]
@@ -142,7 +165,7 @@ class BiEncoderTeacher(Teacher):
         if not hit.any():
             return rest
         out = np.empty((len(ids), self.encoder.dim), dtype=np.float32)
-        out[hit] = loaded.matrix[pos[hit]]
+        out[hit] = loaded.take(pos[hit])
         out[miss] = rest
         return out
 
@@ -156,40 +179,3 @@ class BiEncoderTeacher(Teacher):
         if not len(queries) or not len(passages):
             return np.zeros((len(queries), len(passages)), dtype=np.float32)
         return (self.vectors(qids, queries, "query") @ self.vectors(pids, passages, "passage").T).astype(np.float32)
-
-
-class VectorTable:
-    """Vectors keyed by unique string ids, looked up a batch at a time (vectorised, no per-row Python objects).
-
-    A dict of row views would cost ~200 bytes of Python objects per id (1.7 GB for the 8.8M MS MARCO passages);
-    one pandas index and one matrix cost the ids and the floats.
-    """
-
-    def __init__(self) -> None:
-        self.index = pd.Index([], dtype=object)
-        self.matrix: np.ndarray | None = None
-
-    @property
-    def ids(self) -> list[str]:
-        return self.index.tolist()
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def add(self, ids: list[str], matrix: np.ndarray) -> None:
-        """Add rows; an id already present gets the new vector."""
-        new = pd.Index(ids, dtype=object)
-        if not new.is_unique:
-            raise TasbRayError(f"vector ids must be unique; {new[new.duplicated()][0]!r} appears more than once")
-        if self.matrix is None or not len(self.index):
-            self.index, self.matrix = new, np.ascontiguousarray(matrix, dtype=np.float32)
-            return
-        keep = ~self.index.isin(new)
-        self.index = self.index[keep].append(new)
-        self.matrix = np.concatenate([self.matrix[keep], np.asarray(matrix, dtype=np.float32)])
-
-    def positions(self, ids: Sequence[str]) -> np.ndarray:
-        """Row of each id, -1 where absent."""
-        if self.matrix is None or not len(ids):
-            return np.full(len(ids), -1, dtype=np.int64)
-        return self.index.get_indexer(pd.Index(list(ids), dtype=object))

@@ -10,6 +10,7 @@ from tasb_ray.data.irds import split_spec
 from tasb_ray.errors import ConfigError
 from tasb_ray.losses.combined import uses_inbatch
 from tasb_ray.teachers.config import TeacherConfig
+from tasb_ray.teachers.vector_store import DEFAULT_VECTOR_DTYPE, VECTOR_DTYPES
 from tasb_ray.training.loss_balance import INBATCH_SCALES
 from tasb_ray.training.pairs import positive_grade_rule
 from tasb_ray.training.sampling import SamplerConfig
@@ -129,15 +130,23 @@ class TeachersConfig:
     ``match-loss`` (default: the z-scores times one factor that makes ``0.75 * L_inb = L_pair`` on that sample at the
     student's initial weights, 0.75 being the paper's alpha, so that alpha weighs two terms of one range, as in the
     paper; measured in ``benchmarks/results/loss_balance.md``).
+
+    ``vector_dtype``: how bi-encoder members (of either role) store the teacher-vectors stage's vectors they
+    memory-map: ``float32`` (default; the encoder's output exactly) or ``float16`` (half the file, 6.8 GB for MS MARCO
+    at 384 dimensions; scores within ~4 * 2^-11 * |q| * |p| of float32's). See
+    :mod:`tasb_ray.pipeline.teacher_vectors`; measured in ``benchmarks/results/inbatch_memory.md``.
     """
 
     pairwise: TeacherConfig = field(default_factory=_default_pairwise)
     inbatch: TeacherConfig | None = field(default_factory=_default_pairwise)
     inbatch_scale: str = "match-loss"
+    vector_dtype: str = DEFAULT_VECTOR_DTYPE
 
     def __post_init__(self):
         if self.inbatch_scale not in INBATCH_SCALES:
             raise ConfigError(f"inbatch_scale must be one of {list(INBATCH_SCALES)}, got {self.inbatch_scale!r}")
+        if self.vector_dtype not in VECTOR_DTYPES:
+            raise ConfigError(f"vector_dtype: must be one of {', '.join(VECTOR_DTYPES)}, got {self.vector_dtype!r}")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -87,3 +88,31 @@ def test_a_model_retrained_in_place_rebuilds_the_clusters_stage(tmp_path, tiny_b
     config["retrained"] = True  # same path, other content
     (model / "config.json").write_text(json.dumps(config))
     assert clusters_stage(cfg, ds)[0] != first
+
+
+def test_float16_teacher_vectors_key_the_pairs_stage_only_when_they_score_it(tmp_path, tiny_beir, tiny_model):
+    from tasb_ray.pipeline.cache import StageNotPrepared
+
+    raw = _config(tmp_path, tiny_beir, tiny_model)
+    cfg = from_dict(TrainingConfig, raw)
+    ds = open_data(cfg)
+    bm25, _ = pairs_stage(cfg, ds)
+    # No bi-encoder in the pairwise teacher: the stored dtype cannot change its scores, so the key stays.
+    half = from_dict(TrainingConfig, {**raw, "teachers": {**raw["teachers"], "vector_dtype": "float16"}})
+    assert pairs_stage(half, ds, require_cached=True)[0] == bm25
+
+    bi = {"kind": "bi-encoder", "model": str(tiny_model), "max_query_len": 12, "max_passage_len": 24}
+    teachers = {**raw["teachers"], "pairwise": bi}
+    full = from_dict(TrainingConfig, {**raw, "teachers": teachers})
+    first, _ = pairs_stage(full, ds)
+    assert first != bm25
+    # float32 is the default: the key a float32 config had before vector_dtype existed (no "vector_dtype" input).
+    assert "vector_dtype" not in json.loads((first / "stage.json").read_text())["inputs"]
+    half = from_dict(TrainingConfig, {**raw, "teachers": {**teachers, "vector_dtype": "float16"}})
+    with pytest.raises(StageNotPrepared):
+        pairs_stage(half, ds, require_cached=True)
+    second, _ = pairs_stage(half, ds)
+    assert second != first
+    old, new = read_pairs(first / "pairs.parquet"), read_pairs(second / "pairs.parquet")
+    assert old[["qid", "pos_pid", "neg_pid"]].equals(new[["qid", "pos_pid", "neg_pid"]])
+    assert not old["pos_score"].equals(new["pos_score"])

@@ -17,11 +17,13 @@ from tasb_ray.pipeline.teacher_vectors import (
     PASSAGE_FILE,
     QUERY_FILE,
     attach_teacher_vectors,
+    load_stage_vectors,
     read_vectors,
     stage_vectors,
     teacher_vectors_stage,
 )
 from tasb_ray.teachers import TeacherConfig, build_teacher
+from tasb_ray.teachers.vector_store import MappedVectors
 from tasb_ray.training.pairs import attach_texts
 
 
@@ -68,7 +70,8 @@ def test_local_stage_holds_raw_vectors_of_corpus_and_every_split(local_stage, pr
 
     work, stage = local_stage
     assert stage.parent == work and stage.name.startswith("teacher-vectors-") and (stage / STAGE_FILE).is_file()
-    assert sorted(p.name for p in stage.iterdir()) == sorted([PASSAGE_FILE, QUERY_FILE, STAGE_FILE])
+    npy = [f"{k}.{x}.npy" for k in ("passage", "query") for x in ("float32", "keys", "rows")]
+    assert sorted(p.name for p in stage.iterdir()) == sorted([PASSAGE_FILE, QUERY_FILE, STAGE_FILE, *npy])
     enc = BertDot(str(mean_model), query_max_len=12, passage_max_len=24)
     assert enc.spec.pooling == "mean" and not enc.spec.normalize
     corpus = prepared.corpus()
@@ -170,3 +173,140 @@ def test_load_vectors_checks_its_input(tiny_model):
     assert ids == ["a", "b", "c"]
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(matrix[1], matrix[2])
+
+
+# --- memory-mapped .npy vectors (issue 13: the in-batch teacher holds no corpus-sized matrix) --------------------
+
+
+def _in_ram(cfg, stage):
+    """The bi-encoder as it was before the .npy files: the stage's Parquet vectors loaded into RAM."""
+    teacher = build_teacher(cfg)
+    for kind in ("passage", "query"):
+        teacher.load_vectors(kind, *stage_vectors(stage, kind))
+    return teacher
+
+
+def _matrix_args(prepared, n_q=4, n_p=9):
+    q = prepared.queries("train").head(n_q)
+    p = prepared.corpus().sample(n_p, random_state=1)
+    return q["query_id"].tolist(), q["text"].tolist(), p["doc_id"].tolist(), p["text"].tolist()
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_mapped_vectors_score_exactly_as_in_ram_at_float32(local_stage, prepared, mean_model, similarity):
+    work, stage = local_stage
+    cfg = _bi(mean_model, similarity=similarity)
+    teacher = build_teacher(cfg)
+    attach_teacher_vectors(teacher, cfg, prepared, work)
+    for kind in ("passage", "query"):
+        store = teacher._loaded[kind]
+        assert isinstance(store, MappedVectors) and isinstance(store.matrix, np.memmap)
+        assert str(store.matrix.filename) == str(stage / f"{kind}.float32.npy") and store.matrix.dtype == np.float32
+    teacher.encode = lambda texts, kind: (_ for _ in ()).throw(AssertionError(f"encoded {kind} texts"))
+    ram = _in_ram(cfg, stage)
+    args = _matrix_args(prepared)
+    np.testing.assert_array_equal(teacher.score_matrix(*args), ram.score_matrix(*args))
+    frame = _pairs(prepared)
+    np.testing.assert_array_equal(teacher.score_batch(frame), ram.score_batch(frame))
+    with pytest.raises(TasbRayError, match="memory-mapped from .*passage.float32.npy"):
+        teacher.load_vectors("passage", ["a"], np.ones((1, teacher.encoder.dim)))
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_float16_vectors_are_a_second_file_within_tolerance(local_stage, prepared, mean_model, similarity, tmp_path):
+    work = tmp_path / "work"  # a copy: the module's stage keeps its float32 files only
+    shutil.copytree(local_stage[0], work)
+    stage = work / local_stage[1].name
+    cfg = _bi(mean_model, similarity=similarity)
+    teacher = build_teacher(cfg)
+    # Same stage (the dtype is not in the key); the float16 files are converted from its Parquet once.
+    assert attach_teacher_vectors(teacher, cfg, prepared, work, vector_dtype="float16") == {"teacher": stage}
+    half, full = stage / "passage.float16.npy", stage / "passage.float32.npy"
+    assert half.is_file() and full.is_file() and teacher._loaded["passage"].matrix.dtype == np.float16
+    assert half.stat().st_size - 128 == (full.stat().st_size - 128) // 2
+    args = _matrix_args(prepared)
+    got, want = teacher.score_matrix(*args), _in_ram(cfg, stage).score_matrix(*args)
+    # Each stored component is within 2^-11 of its value (relative), so a dot product is within ~2 * 2^-11 * |q||p|;
+    # 4 * 2^-11 leaves room for the cosine's renormalisation. |q||p| is 1 for cosine.
+    scale = 1.0
+    if similarity == "dot":
+        (q_ids, q), (p_ids, p) = stage_vectors(stage, "query"), stage_vectors(stage, "passage")
+        qn, pn = dict(zip(q_ids, np.linalg.norm(q, axis=1))), dict(zip(p_ids, np.linalg.norm(p, axis=1)))
+        scale = np.outer([qn[i] for i in args[0]], [pn[i] for i in args[2]])
+    assert np.all(np.abs(got - want) <= 4 * 2.0 ** -11 * scale)
+    assert not np.array_equal(got, want)
+
+
+def test_a_stage_without_npy_files_is_converted_atomically(prepared, mean_model, tmp_path, monkeypatch):
+    import tasb_ray.teachers.vector_store as vs
+    from tasb_ray.pipeline import teacher_vectors as tv
+
+    work = tmp_path / "work"
+    stage = teacher_vectors_stage(_bi(mean_model), prepared, work)
+    built = {p.name: p.read_bytes() for p in stage.glob("*.npy")}
+    for p in stage.glob("*.npy"):  # a stage from before the .npy files
+        p.unlink()
+
+    real = vs.write_matrix
+
+    def killed(path, n, dim, dtype, chunks):
+        def some():
+            yield next(iter(chunks))
+            raise KeyboardInterrupt
+
+        return real(path, n, dim, dtype, some())
+
+    monkeypatch.setattr(tv, "write_matrix", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tv.ensure_vector_files(stage, "passage", "float32", rows_per_chunk=3)
+    # The id files were whole and are kept; no matrix file, and no temporary one left, under any name.
+    assert sorted(p.name for p in stage.glob("*passage*")) == ["passage.keys.npy", "passage.parquet",
+                                                              "passage.rows.npy"]
+    assert not list(stage.glob(".*"))
+    monkeypatch.setattr(tv, "write_matrix", real)
+    cfg = _bi(mean_model, similarity="cosine")
+    teacher = build_teacher(cfg)
+    attach_teacher_vectors(teacher, cfg, prepared, work, require_cached=True)  # converts what is missing
+    assert {p.name: p.read_bytes() for p in stage.glob("*.npy")} == built
+    args = _matrix_args(prepared)
+    np.testing.assert_array_equal(teacher.score_matrix(*args), _in_ram(cfg, stage).score_matrix(*args))
+
+
+def test_a_build_killed_while_writing_npy_publishes_nothing(prepared, mean_model, tmp_path, monkeypatch):
+    from tasb_ray.pipeline import teacher_vectors as tv
+
+    work = tmp_path / "work"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tv, "write_matrix", killed)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_vectors_stage(_bi(mean_model), prepared, work)
+    assert list(work.iterdir()) == []  # no stage directory, not even a temporary one
+    monkeypatch.undo()
+    stage = teacher_vectors_stage(_bi(mean_model), prepared, work, vector_dtype="float16")
+    assert (stage / "passage.float16.npy").is_file() and not (stage / "passage.float32.npy").exists()
+
+
+def test_a_corrupt_npy_in_a_stage_is_one_line_naming_it(local_stage, prepared, mean_model, tmp_path):
+    _, stage = local_stage
+    copy = tmp_path / stage.name
+    shutil.copytree(stage, copy)
+    bad = copy / "query.float32.npy"
+    bad.write_bytes(bad.read_bytes()[:-100])
+    teacher = build_teacher(_bi(mean_model))
+    with pytest.raises(TasbRayError) as e:
+        load_stage_vectors(teacher, copy)
+    assert str(e.value).startswith(f"{bad}: ") and "(truncated)" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_vector_dtype_is_checked_at_config_load(tmp_path):
+    from tasb_ray.config import load_config
+    from tasb_ray.errors import ConfigError
+    from tasb_ray.training.config import TrainingConfig
+
+    assert TrainingConfig().teachers.vector_dtype == "float32"
+    assert load_config(TrainingConfig, None, ["teachers.vector_dtype=float16"]).teachers.vector_dtype == "float16"
+    with pytest.raises(ConfigError, match=r"^teachers\.vector_dtype: must be one of float32, float16, got 'fp16'$"):
+        load_config(TrainingConfig, None, ["teachers.vector_dtype=fp16"])

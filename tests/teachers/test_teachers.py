@@ -251,6 +251,46 @@ def test_colbert_plain_encoder_maxsim_matches_numpy(tiny_model, teachers):
     np.testing.assert_allclose(t.score_matrix(list(QUERIES), qs, CORPUS.doc_id.tolist(), ps), want, atol=1e-4)
 
 
+def _state(teacher) -> dict:
+    """What a teacher holds besides its weights: sizes of containers and arrays, values of the rest."""
+    out = {}
+    for k, v in vars(teacher).items():
+        if isinstance(v, torch.nn.Module):
+            out[k] = sum(p.numel() for p in v.parameters()) + sum(b.numel() for b in v.buffers())
+        elif isinstance(v, (torch.Tensor, np.ndarray)):
+            out[k] = tuple(v.shape)
+        elif hasattr(v, "__len__") and not isinstance(v, str):
+            out[k] = len(v)
+        else:
+            out[k] = repr(v)
+    return out
+
+
+@pytest.mark.parametrize("name", ["colbert", "colbert-plain"])
+def test_colbert_inbatch_scores_only_the_batch_and_keeps_no_corpus_state(teachers, name, monkeypatch):
+    """The in-batch role at MS MARCO scale (issue 13): like the authors' ColBERT teacher, every call encodes its own
+    queries and passages, each once, and nothing the teacher holds grows with the passages it has scored."""
+    t = teachers[name]
+    encoded: list[tuple[str, list[str]]] = []
+    real = t.encode
+    monkeypatch.setattr(t, "encode", lambda texts, kind: encoded.append((kind, list(texts))) or real(texts, kind))
+    before = _state(t)
+    rng = np.random.default_rng(0)
+    for _ in range(6):  # batches over different passages, the whole corpus covered
+        pids = rng.choice(CORPUS.doc_id.to_numpy(), 4, replace=False).tolist()
+        qids = rng.choice(list(QUERIES), 2, replace=False).tolist()
+        encoded.clear()
+        t.score_matrix(qids, [QUERIES[q] for q in qids], pids, [TEXT[p] for p in pids])
+        assert [k for k, _ in encoded] == ["query", "passage"]
+        assert encoded[0][1] == [QUERIES[q] for q in qids] and encoded[1][1] == [TEXT[p] for p in pids]
+    frame = pairs_frame()
+    encoded.clear()
+    t.score_batch(frame)
+    assert sorted(encoded[1][1]) == sorted(frame["passage"].unique())  # distinct passages, once each
+    assert _state(t) == before
+    assert not any(isinstance(v, (dict, np.ndarray, torch.Tensor)) for v in vars(t).values())  # no cache at all
+
+
 def test_colbert_unprefixed_checkpoint_and_projection_file(tiny_model, colbert_ckpt, teachers, tmp_path):
     from safetensors.torch import load_file, save_file
 
