@@ -32,6 +32,15 @@ def tiny_beir(tmp_path) -> Path:
     return write_beir(tmp_path / "tinybeir")
 
 
+@pytest.fixture(scope="module")
+def prepared_tiny_beir(tmp_path_factory):
+    """The tiny BEIR dataset prepared once per test module (read only: tests share it)."""
+    from tasb_ray.data import prepare_dataset
+
+    root = write_beir(tmp_path_factory.mktemp("data") / "tinybeir")
+    return prepare_dataset(str(root), cache_dir=tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture()
 def cache_dir(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"

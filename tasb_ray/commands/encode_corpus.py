@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from tasb_ray.commands.common import add_dataset_arguments, open_dataset
-from tasb_ray.distributed.encode import encode_corpus, read_manifest
+from tasb_ray.distributed.encode import INDEX_KINDS, encode_corpus, read_manifest
 
 HELP = "encode a corpus into resumable embedding shards (Ray Data), optionally with a faiss index"
 
@@ -55,7 +55,7 @@ def add_encoder_arguments(p: argparse.ArgumentParser, length_flag: str) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="directory, name on the search path, or irds:ID")
     p.add_argument("--out", required=True, help="output directory (local path or a pyarrow filesystem URI)")
-    p.add_argument("--index", choices=["flat", "ivf", "hnsw"], default=None,
+    p.add_argument("--index", choices=list(INDEX_KINDS), default=None,
                    help="also build this faiss index into OUT/index (for 'tasb-ray evaluate --index OUT/index')")
     p.add_argument("--shared-fs", action="store_true",
                    help="workers read the corpus by its path (all nodes share the filesystem); default: read "

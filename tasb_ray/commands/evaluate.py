@@ -15,6 +15,7 @@ from tasb_ray.evaluation.first_stage import DenseOptions, default_run_path, retr
 from tasb_ray.evaluation.metrics import DEFAULT_METRICS, format_table
 from tasb_ray.fileio import write_json
 from tasb_ray.retrieval.bm25 import BM25Params
+from tasb_ray.retrieval.dense import INDEX_KINDS
 
 HELP = "run BM25 or dense retrieval on a split and report nDCG@10, MRR@10, R@100, R@1000"
 
@@ -33,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dense index")
     g.add_argument("--index", default=None, help="load this saved dense index (from encode-corpus) instead of encoding")
     g.add_argument("--save-index", default=None, help="save the dense index built here to this directory")
-    g.add_argument("--index-kind", choices=["flat", "ivf", "hnsw"], default="flat", help="faiss index type")
+    g.add_argument("--index-kind", choices=list(INDEX_KINDS), default="flat", help="faiss index type")
     g = p.add_argument_group("bm25")
     g.add_argument("--k1", type=float, default=0.9, help="BM25 k1")
     g.add_argument("--b", type=float, default=0.4, help="BM25 b")

@@ -63,6 +63,7 @@ from tasb_ray.distributed.shards import (
     MANIFEST,
     OutputDir,
     ShardPlan,
+    checked_shard_file,
     iter_shards,
     iter_written_shards,
     load_embeddings,
@@ -72,16 +73,16 @@ from tasb_ray.distributed.shards import (
     shard_name,
 )
 from tasb_ray.errors import ConfigError, TasbRayError
-from tasb_ray.retrieval.dense import DenseIndex
+from tasb_ray.retrieval.ann import IndexParams, build_index_streaming, resolve_index
+from tasb_ray.retrieval.dense import INDEX_KINDS, DenseIndex
 
 log = logging.getLogger(__name__)
 
-INDEX_KINDS = ("flat", "ivf", "hnsw")
 _Out = OutputDir  # the name the tests and benchmarks knew
 
 # Re-exported: the encoding API in one place.
 __all__ = ["EncodeOptions", "InjectedFailure", "MANIFEST", "INDEX_KINDS", "cpu_pool", "data_context", "encode_corpus",
-           "encode_queries", "iter_shards", "load_embeddings", "read_manifest", "shard_name"]
+           "encode_queries", "index_of", "iter_shards", "load_embeddings", "read_manifest", "shard_name"]
 
 
 def _validate(o: EncodeOptions) -> None:
@@ -174,7 +175,8 @@ def _run(inp: EncodeInput, model: str, out_dir: str | os.PathLike, o: EncodeOpti
     elif o.index:
         t = time.perf_counter()
         index_info = _build_index(out, o.index, {"model": name, "spec": spec, "dataset": inp.identity.get("name"),
-                                                 "embeddings": {"key": key, "rows": inp.rows}}, plan.n_shards)
+                                                 "embeddings": {"key": key, "rows": inp.rows}}, plan.n_shards,
+                                  inp.rows, dim)
         timing["index_s"] = time.perf_counter() - t
     elif previous_index and not missing:
         index_info = previous_index
@@ -251,24 +253,42 @@ def _verify_ids(out: OutputDir, plan: ShardPlan, inp: EncodeInput) -> int:
     return dim
 
 
-def _build_index(out: OutputDir, kind: str, meta: dict, n_shards: int) -> dict:
+def shard_index(out: OutputDir, n_shards: int, rows: int, dim: int, kind: str | IndexParams, meta: dict,
+                memory_budget_bytes: float | None = None) -> DenseIndex:
+    """A :class:`DenseIndex` over the first ``n_shards`` shards of ``out``, read shard by shard.
+
+    ``kind`` is an index kind (:data:`INDEX_KINDS`, or ``auto`` with ``memory_budget_bytes``) or resolved
+    :class:`IndexParams`. Ids are kept as a NumPy string array, vectors only one shard at a time (plus the seeded
+    training sample for IVF-PQ), so what is held is the index itself.
+    """
+    ids = _shard_ids(out, n_shards)
+    if kind == "ivf":  # the legacy IVF-Flat trains on every vector
+        return DenseIndex(ids, np.concatenate([v for _, v in iter_written_shards(out, n_shards)]), kind="ivf",
+                          meta=meta)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        for _, vectors in iter_written_shards(out, n_shards):
+            index.add(np.ascontiguousarray(vectors))
+        return DenseIndex(ids, index=index, meta={**meta, "kind": kind})
+    params = kind if isinstance(kind, IndexParams) else resolve_index(kind, rows, dim, memory_budget_bytes)
+    index = build_index_streaming(params, dim, rows, lambda: (v for _, v in iter_written_shards(out, n_shards)))
+    return DenseIndex(ids, index=index, meta={**meta, "kind": params.kind, "params": params.as_dict()})
+
+
+def _shard_ids(out: OutputDir, n_shards: int) -> np.ndarray:
+    """The ids of the shards, in row order, as one NumPy string array (the id column alone is read)."""
+    parts = [np.array([], dtype=str)]
+    for s in range(n_shards):
+        with out.fs.open_input_file(out.join(shard_name(s))) as f:
+            pf = pq.ParquetFile(f)
+            ids = pf.read(columns=[pf.schema_arrow.names[0]]).column(0)
+        parts.append(ids.to_numpy(zero_copy_only=False).astype(str))
+    return np.concatenate(parts)
+
+
+def _build_index(out: OutputDir, kind: str, meta: dict, n_shards: int, rows: int, dim: int) -> dict:
     """A faiss index over the shards, saved as ``out/index`` (DenseIndex layout)."""
-    ids_parts, vec_parts = [], []
-    index = None
-    for ids, vectors in iter_written_shards(out, n_shards):
-        ids_parts.append(ids)
-        if kind == "ivf":
-            vec_parts.append(vectors)
-            continue
-        if index is None:
-            dim = vectors.shape[1]
-            index = faiss.IndexFlatIP(dim) if kind == "flat" else faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.add(np.ascontiguousarray(vectors))  # shard by shard: one copy of the vectors, in the index
-    doc_ids = np.concatenate(ids_parts)
-    if kind == "ivf":
-        dense = DenseIndex(doc_ids, np.concatenate(vec_parts), kind="ivf", meta=meta)
-    else:
-        dense = DenseIndex(doc_ids, index=index, meta={**meta, "kind": kind})
+    dense = shard_index(out, n_shards, rows, dim, kind, meta)
     if out.local is not None:
         dense.save(out.local / INDEX_DIR)
     else:
@@ -276,7 +296,22 @@ def _build_index(out: OutputDir, kind: str, meta: dict, n_shards: int) -> dict:
             dense.save(Path(tmp) / INDEX_DIR)
             out.delete(INDEX_DIR)
             pafs.copy_files(str(Path(tmp) / INDEX_DIR), out.join(INDEX_DIR), destination_filesystem=out.fs)
-    return {"kind": kind, "path": INDEX_DIR, "rows": int(len(doc_ids))}
+    return {"kind": dense.meta["kind"], "path": INDEX_DIR, "rows": int(len(dense.doc_ids))}
+
+
+def index_of(out_dir: str | os.PathLike, kind: str | IndexParams, memory_budget_bytes: float | None = None,
+             meta: dict | None = None) -> DenseIndex:
+    """A :class:`DenseIndex` (built now, not saved) over a complete output directory's embeddings."""
+    out = OutputDir(out_dir, create=False)
+    manifest = read_manifest_of(out)
+    if manifest is None:
+        raise TasbRayError(f"{out.display}: no {MANIFEST}: not an embeddings directory, or its encoding did not "
+                           "finish")
+    for sh in manifest["shards"]:
+        checked_shard_file(out, sh.get("file"))
+    return shard_index(out, len(manifest["shards"]), int(manifest["rows"]), int(manifest["dim"]), kind,
+                       {"model": manifest["model"], "spec": manifest["encoder"], **(meta or {})},
+                       memory_budget_bytes)
 
 
 # --- public entry points -----------------------------------------------------------------------------------

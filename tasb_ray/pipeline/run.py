@@ -109,6 +109,11 @@ def _shared_stages(cfg: TrainingConfig, ds: PreparedDataset, use_ray: bool, ray:
     return stages
 
 
+def _plain(stats: dict) -> dict:
+    """The JSON-ready part of the evaluation index's statistics (where it was encoded, the index, timings)."""
+    return {k: v for k, v in stats.items() if isinstance(v, (str, int, float, bool, type(None), dict))}
+
+
 def train_data(cfg: TrainingConfig, ds: PreparedDataset, pairs_dir: Path, clusters: pd.DataFrame | None) -> TrainData:
     """The trainer's pairs and texts. Row-coded pairs (the teacher-file source) keep ids and texts as Arrow columns
     of the dataset's own tables, looked up by row; string pairs get dicts keyed by id."""
@@ -126,7 +131,7 @@ def train_data(cfg: TrainingConfig, ds: PreparedDataset, pairs_dir: Path, cluste
 
 
 def eval_data(ds: PreparedDataset, split: str, corpus: pd.DataFrame) -> EvalData:
-    return EvalData(split, corpus, ds.queries(split), ds.qrels(split))
+    return EvalData(split, corpus, ds.queries(split), ds.qrels(split), dataset=ds)
 
 
 def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume: bool = True,
@@ -170,7 +175,7 @@ def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume
         if vector_dirs:
             stages["teacher_vectors"] = {member: str(d) for member, d in vector_dirs.items()}
     dev = eval_data(ds, cfg.data.dev_split, corpus) if cfg.eval.every else None
-    trainer = Trainer(cfg, data, out, teacher, dev=dev, reporters=reporters)
+    trainer = Trainer(cfg, data, out, teacher, dev=dev, reporters=reporters, ray=ray)
     result = trainer.fit(resume=resume)
 
     # The model that is reported: the best on dev when dev was evaluated during training, else the last.
@@ -192,7 +197,8 @@ def run_training(cfg: TrainingConfig, reporters: Sequence[Reporter] = (), resume
     write_json(out / "results.json", {"metrics": metrics, "plan_hash": result.plan_hash, "steps": result.steps,
                                       "best_step": result.best_step, "stages": stages,
                                       "selected": "best" if cfg.eval.every else "last",
-                                      "plan_stats": trainer.plan_stats, "inbatch_scale": inbatch_scale})
+                                      "plan_stats": trainer.plan_stats, "inbatch_scale": inbatch_scale,
+                                      "eval_index": _plain(trainer.eval_index_stats)})
     # Model cards (README.md) for the model directories; the selected one carries the metrics.
     write_run_cards(out, to_dict(cfg), metrics, plan_hash=result.plan_hash,
                     selected=BEST if cfg.eval.every and (out / BEST).is_dir() else "model",

@@ -1,4 +1,4 @@
-"""Exact inner-product search with faiss over encoder embeddings."""
+"""Inner-product search with faiss over encoder embeddings: exact (flat) by default, or an index that fits memory."""
 
 from __future__ import annotations
 
@@ -13,18 +13,26 @@ import pandas as pd
 
 from tasb_ray.errors import TasbRayError
 from tasb_ray.fileio import atomic_dir, write_json
+from tasb_ray.retrieval.ann import ANN_KINDS, IndexParams, build_index, resolve_index
 from tasb_ray.retrieval.runs import topk_to_run
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "doc_ids.parquet"
+INDEX_KINDS = ("flat", "ivf", "hnsw", "ivf-pq", "hnsw-fp16")
 
 
 class DenseIndex:
-    """``IndexFlatIP`` by default; ``ivf`` and ``hnsw`` trade exactness for speed on large corpora."""
+    """``IndexFlatIP`` by default; ``ivf`` and ``hnsw`` trade exactness for speed on large corpora, ``ivf-pq`` and
+    ``hnsw-fp16`` (:mod:`tasb_ray.retrieval.ann`) also memory.
+
+    ``doc_ids`` may be a NumPy string array (``<U``): a large corpus's ids then hold no Python object per row.
+    ``params`` gives a resolved :class:`IndexParams` (``kind`` is then ignored).
+    """
 
     def __init__(self, doc_ids: Sequence[str], vectors: np.ndarray | None = None, kind: str = "flat",
-                 index=None, meta: dict | None = None):
-        self.doc_ids = np.asarray(doc_ids, dtype=object)
+                 index=None, meta: dict | None = None, params: IndexParams | None = None):
+        self.doc_ids = doc_ids if isinstance(doc_ids, np.ndarray) and doc_ids.dtype.kind in "OU" \
+            else np.asarray(doc_ids, dtype=object)
         self.meta = dict(meta or {})
         if index is not None:
             self.index = index
@@ -33,6 +41,12 @@ class DenseIndex:
         if len(vectors) != len(self.doc_ids):
             raise ValueError(f"{len(vectors)} vectors for {len(self.doc_ids)} ids")
         dim = vectors.shape[1]
+        if params is None and kind in ANN_KINDS and kind != "flat":
+            params = resolve_index(kind, len(vectors), dim)
+        if params is not None:
+            self.index = build_index(params, vectors)
+            self.meta.update(kind=params.kind, params=params.as_dict())
+            return
         if kind == "flat":
             self.index = faiss.IndexFlatIP(dim)
         elif kind == "ivf":
@@ -43,7 +57,7 @@ class DenseIndex:
         elif kind == "hnsw":
             self.index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         else:
-            raise TasbRayError(f"unknown index kind {kind!r} (flat, ivf, hnsw)")
+            raise TasbRayError(f"unknown index kind {kind!r} ({', '.join(INDEX_KINDS)})")
         self.index.add(vectors)
         self.meta["kind"] = kind
 

@@ -9,6 +9,7 @@ from tasb_ray.config import check_range
 from tasb_ray.data.irds import split_spec
 from tasb_ray.errors import ConfigError
 from tasb_ray.losses.combined import uses_inbatch
+from tasb_ray.retrieval.ann import check_index_choice
 from tasb_ray.teachers.config import TeacherConfig
 from tasb_ray.teachers.vector_store import DEFAULT_VECTOR_DTYPE, VECTOR_DTYPES
 from tasb_ray.training.loss_balance import INBATCH_SCALES
@@ -212,7 +213,13 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    """Dense retrieval over the full corpus; ``every`` > 0 evaluates dev every so many steps (best kept)."""
+    """Dense retrieval over the full corpus; ``every`` > 0 evaluates dev every so many steps (best kept).
+
+    The corpus index: ``index`` is ``flat`` (exact), ``ivf-pq``, ``hnsw-fp16`` or ``auto`` (flat while the corpus's
+    float32 vectors fit ``index_memory_gb``, else IVF-PQ; see :mod:`tasb_ray.retrieval.ann`); ``nprobe`` overrides
+    IVF-PQ's lists per query. A corpus of at least ``ray_min_passages`` passages is encoded on Ray Data (sharded,
+    resumable, :func:`tasb_ray.distributed.encode.encode_corpus`) instead of in the trainer's process.
+    """
 
     every: int = 0
     metric: str = "nDCG@10"
@@ -221,11 +228,19 @@ class EvalConfig:
     batch_size: int = 64
     test: bool = True
     at_start: bool = False
+    index: str = "flat"
+    index_memory_gb: float = 4.0
+    nprobe: int | None = None
+    ray_min_passages: int = 1_000_000
 
     def __post_init__(self):
         check_range("every", self.every, 0, integer=True)
         check_range("k", self.k, 1, integer=True)
         check_range("batch_size", self.batch_size, 1, integer=True)
+        check_index_choice(self.index, "index")
+        check_range("index_memory_gb", self.index_memory_gb, 0, low_open=True)
+        check_range("nprobe", self.nprobe, 1, integer=True, allow_none=True)
+        check_range("ray_min_passages", self.ray_min_passages, 0, integer=True)
         from tasb_ray.evaluation.metrics import check_metric_names
 
         check_metric_names(self.metrics, "metrics")

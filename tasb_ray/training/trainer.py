@@ -20,8 +20,10 @@ from transformers import get_scheduler
 
 from tasb_ray.config import dump_yaml, to_dict
 from tasb_ray.data.trec import write_trec_run
+from tasb_ray.distributed.options import RayOptions
 from tasb_ray.errors import TasbRayError
-from tasb_ray.evaluation.first_stage import build_dense_index, dense_search
+from tasb_ray.evaluation.corpus_index import CorpusIndexOptions, corpus_index
+from tasb_ray.evaluation.first_stage import dense_search
 from tasb_ray.evaluation.metrics import evaluate
 from tasb_ray.fileio import atomic_dir, write_json, write_text
 from tasb_ray.losses import TasbLoss
@@ -51,6 +53,7 @@ CHECKPOINT = "checkpoint"
 BEST = "best"
 STATE = "trainer_state.json"
 HISTORY = "metrics.jsonl"
+EVAL_VECTORS = "eval-vectors"  # the Ray path's saved model and resumable corpus shards
 
 
 @dataclass
@@ -95,12 +98,14 @@ class TrainData:
 
 @dataclass
 class EvalData:
-    """A split to evaluate by dense retrieval over ``corpus`` (doc_id, text)."""
+    """A split to evaluate by dense retrieval over ``corpus`` (doc_id, text); ``dataset`` (the prepared dataset the
+    corpus comes from) lets a corpus of ``eval.ray_min_passages`` or more be encoded on Ray Data."""
 
     split: str
     corpus: pd.DataFrame
     queries: pd.DataFrame
     qrels: pd.DataFrame
+    dataset: Any = None
 
 
 class Reporter(Protocol):
@@ -176,8 +181,9 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainingConfig, data: TrainData, output_dir: str | Path, inbatch_teacher=None,
-                 dev: EvalData | None = None, reporters: Sequence[Reporter] = ()):
+                 dev: EvalData | None = None, reporters: Sequence[Reporter] = (), ray: RayOptions | None = None):
         self.cfg = cfg
+        self.ray = ray  # how a corpus-scale evaluation's Ray Data encoding runs
         self.data = data
         self.out = Path(output_dir)
         self.teacher = None
@@ -222,6 +228,7 @@ class Trainer:
         self.history: list[dict] = []
         self.plan_stats: dict = {}
         self.last_index = None
+        self.eval_index_stats: dict = {}
 
     # -- one step -------------------------------------------------------------------------------------------------
 
@@ -305,14 +312,20 @@ class Trainer:
     # -- evaluation -----------------------------------------------------------------------------------------------
 
     def evaluate_splits(self, splits: Sequence[EvalData], run_dir: Path | None = None) -> dict[str, dict[str, float]]:
-        """Metrics per split; the corpus (the same object for all splits) is encoded once."""
+        """Metrics per split; the corpus (the same object for all splits) is encoded once (on Ray Data from
+        ``eval.ray_min_passages`` passages, see :mod:`tasb_ray.evaluation.corpus_index`)."""
         was = self.student.training
         self.student.eval()
         e = self.cfg.eval
         index, corpus, out = None, None, {}
         for data in splits:
             if data.corpus is not corpus:
-                index, corpus = build_dense_index(self.student, data.corpus, e.batch_size), data.corpus
+                self.eval_index_stats = {}
+                index = corpus_index(self.student, data.corpus, CorpusIndexOptions.from_eval(e),
+                                     dataset=data.dataset, work_dir=self.out / EVAL_VECTORS, ray=self.ray,
+                                     show_progress=self.cfg.progress, stats=self.eval_index_stats)
+                self.eval_index_stats["index"] = index.meta.get("kind")
+                corpus = data.corpus
             run = dense_search(self.student, index, data.queries, e.k, e.batch_size)
             if run_dir is not None:
                 write_trec_run(run, run_dir / f"{data.split}.trec", tag=f"tasb-ray-{self.cfg.name}")

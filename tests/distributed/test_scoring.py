@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from beir_fixture import write_beir
 
-from tasb_ray.data import prepare_dataset
 from tasb_ray.distributed.texts import encode_queries_ray
 from tasb_ray.pipeline.scoring import score_pairs_ray
 from tasb_ray.teachers import TeacherConfig, build_teacher
@@ -15,9 +13,8 @@ from tasb_ray.training.pairs import attach_texts, score_pairs
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = write_beir(tmp_path_factory.mktemp("data") / "tinybeir")
-    return prepare_dataset(str(root), cache_dir=tmp_path_factory.mktemp("cache"))
+def prepared(prepared_tiny_beir):
+    return prepared_tiny_beir
 
 
 @pytest.fixture(scope="module")
