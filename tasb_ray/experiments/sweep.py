@@ -22,9 +22,9 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from tasb_ray.config import flatten, to_dict
-from tasb_ray.data.prepare import cache_root
+from tasb_ray.data.prepare import PreparedDataset, cache_root
 from tasb_ray.distributed.runtime import cluster_cpus_gpus, init_ray
-from tasb_ray.errors import TasbRayError
+from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.experiments.callback import MlflowTrials
 from tasb_ray.experiments.config import SweepConfig
 from tasb_ray.experiments.grid import (
@@ -110,11 +110,25 @@ def prepare_shared(configs: dict, use_ray: bool, say: Callable[[str], None]) -> 
     paths: dict[str, Path] = {}
     for key, cfg in configs.items():
         info = prepare_shared_stages(cfg, use_ray=use_ray)
+        check_trial_eval(cfg, PreparedDataset.open(info["data"]["path"]).manifest["counts"]["corpus"])
         for name, value in info.items():
             path = value["path"] if isinstance(value, dict) else value
             paths[f"{name}:{path}"] = Path(path)
     say(f"shared stages ready: {len(paths)} (cached under the work directory)")
     return paths
+
+
+def check_trial_eval(cfg, passages: int) -> None:
+    """Refuse, before any trial trains, a sweep whose trials would evaluate on Ray Data (``eval.ray_min_passages``).
+
+    Inside a Tune trial that path's encoder pool and read tasks ask the cluster for CPUs the trials hold, and wait
+    (tried: two 1-CPU trials on 2 CPUs waited at their final evaluation until stopped). Until the pool is reserved
+    with the trial (extra placement-group bundles), a clear error at the start beats a sweep that hangs at the end.
+    """
+    if passages >= cfg.eval.ray_min_passages:
+        raise ConfigError(f"eval.ray_min_passages: the corpus has {passages} passages (>= {cfg.eval.ray_min_passages}), "
+                          f"so every trial would evaluate on Ray Data, which a sweep's trials cannot do yet; "
+                          f"set eval.ray_min_passages above {passages} to evaluate in each trial's process")
 
 
 def _ship(sweep: SweepConfig) -> bool:

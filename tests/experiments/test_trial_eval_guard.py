@@ -1,0 +1,30 @@
+"""A sweep refuses, before any trial trains, trials that would evaluate on Ray Data (not yet possible in a sweep)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasb_ray.errors import ConfigError
+from tasb_ray.experiments import sweep as sweep_mod
+from tasb_ray.training.config import TrainingConfig
+
+
+def _cfg(threshold: int) -> TrainingConfig:
+    from tasb_ray.config import from_dict
+
+    return from_dict(TrainingConfig, {"name": "t", "eval": {"ray_min_passages": threshold}})
+
+
+def test_check_trial_eval_refuses_a_corpus_at_the_threshold():
+    sweep_mod.check_trial_eval(_cfg(1_000_000), 8_841)          # below: in process, fine
+    with pytest.raises(ConfigError, match=r"eval.ray_min_passages: the corpus has 8841 passages \(>= 8841\)"):
+        sweep_mod.check_trial_eval(_cfg(8_841), 8_841)
+
+
+def test_prepare_shared_checks_the_prepared_corpus(prepared_tiny_beir, monkeypatch):
+    ds = prepared_tiny_beir
+    monkeypatch.setattr(sweep_mod, "prepare_shared_stages", lambda cfg, use_ray: {"data": {"path": str(ds.root)}})
+    n = ds.manifest["counts"]["corpus"]
+    assert sweep_mod.prepare_shared({"a": _cfg(n + 1)}, False, say=lambda s: None)
+    with pytest.raises(ConfigError, match=f"has {n} passages"):
+        sweep_mod.prepare_shared({"a": _cfg(n)}, False, say=lambda s: None)
