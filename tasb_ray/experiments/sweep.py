@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from tasb_ray.config import flatten, to_dict
-from tasb_ray.data.prepare import PreparedDataset, cache_root
+from tasb_ray.data.prepare import cache_root
 from tasb_ray.distributed.runtime import cluster_cpus_gpus, init_ray
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.experiments.callback import MlflowTrials
@@ -41,6 +41,7 @@ from tasb_ray.experiments.robustness import compare_groups, comparisons_table, g
 from tasb_ray.experiments.shipping import pack
 from tasb_ray.experiments.trial import FINAL_MARKER, PER_QUERY, tune_trial
 from tasb_ray.fileio import write_parquet, write_text
+from tasb_ray.pipeline.context import open_data
 from tasb_ray.pipeline.run import prepare_shared_stages
 from tasb_ray.reporting import build_report
 from tasb_ray.tracking import GROUP_TAG, KIND_TAG, SWEEP_TAG, Tracker, metric_key, resolve_tracking_uri
@@ -108,9 +109,10 @@ def trial_params(cfg_dict: dict, trial: TrialSpec) -> dict:
 def prepare_shared(configs: dict, use_ray: bool, say: Callable[[str], None]) -> dict[str, Path]:
     """Shared stages for every distinct trial config (cached stages make repeats cheap); returns the paths."""
     paths: dict[str, Path] = {}
+    for cfg in configs.values():  # before any stage is built: the corpus size needs only the prepared data
+        check_trial_eval(cfg, open_data(cfg).manifest["counts"]["corpus"])
     for key, cfg in configs.items():
         info = prepare_shared_stages(cfg, use_ray=use_ray)
-        check_trial_eval(cfg, PreparedDataset.open(info["data"]["path"]).manifest["counts"]["corpus"])
         for name, value in info.items():
             path = value["path"] if isinstance(value, dict) else value
             paths[f"{name}:{path}"] = Path(path)

@@ -280,18 +280,23 @@ def ensure_vector_files(stage_dir: str | os.PathLike, kind: str, dtype: str = DE
         raise TasbRayError(f"{source}: missing (not a complete teacher-vectors stage)")
     matrix_path, keys_path, rows_path = paths
     t0 = time.perf_counter()
+    id_column = {"passage": DOC_ID, "query": QUERY_ID}[kind]
     try:
-        parquet = pq.ParquetFile(source)
-        if EMBEDDING not in parquet.schema_arrow.names:
-            raise TasbRayError(f"{source}: no '{EMBEDDING}' column (not a teacher-vectors file)")
-        if not (keys_path.is_file() and rows_path.is_file()):
-            ids = pq.read_table(source, columns=[parquet.schema_arrow.names[0]]).column(0)
-            write_keys(keys_path, rows_path, ids)
-            del ids
-        if not matrix_path.is_file():
-            dim = parquet.schema_arrow.field(EMBEDDING).type.list_size
-            chunks = (vectors_of(b.column(0)) for b in parquet.iter_batches(rows_per_chunk, columns=[EMBEDDING]))
-            write_matrix(matrix_path, parquet.metadata.num_rows, dim, dtype, chunks)
+        with pq.ParquetFile(source) as parquet:
+            names = parquet.schema_arrow.names
+            if EMBEDDING not in names or id_column not in names:
+                raise TasbRayError(f"{source}: needs columns '{id_column}' and '{EMBEDDING}' (not a teacher-vectors "
+                                   f"file; has {names})")
+            if not (keys_path.is_file() and rows_path.is_file()):
+                ids = parquet.read(columns=[id_column]).column(0)
+                write_keys(keys_path, rows_path, ids)
+                del ids
+            if not matrix_path.is_file():
+                dim = parquet.schema_arrow.field(EMBEDDING).type.list_size
+                chunks = (vectors_of(b.column(0)) for b in parquet.iter_batches(rows_per_chunk, columns=[EMBEDDING]))
+                write_matrix(matrix_path, parquet.metadata.num_rows, dim, dtype, chunks)
+    except pa.ArrowException as e:  # a truncated or corrupt Parquet file: pyarrow's text does not name it
+        raise TasbRayError(f"{source}: cannot read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     except OSError as e:
         raise TasbRayError(f"{stage_dir}: cannot write the {kind} vector files ({e})") from None
     log.info("%s: %s vectors as %s .npy in %.1f s", stage_dir, kind, dtype, time.perf_counter() - t0)

@@ -59,7 +59,7 @@ class BiEncoderTeacher(Teacher):
         """float32 ``[len(texts), dim]`` vectors, normalised when the similarity is cosine."""
         vec = self.encoder.encode(list(texts), kind, self.batch_size)
         if self.similarity == "cosine":
-            vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+            vec = l2_normalise(vec)
         return vec
 
     def load_vectors(self, kind: str, ids: Sequence[str], matrix: np.ndarray) -> None:

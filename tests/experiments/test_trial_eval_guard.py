@@ -23,8 +23,13 @@ def test_check_trial_eval_refuses_a_corpus_at_the_threshold():
 
 def test_prepare_shared_checks_the_prepared_corpus(prepared_tiny_beir, monkeypatch):
     ds = prepared_tiny_beir
-    monkeypatch.setattr(sweep_mod, "prepare_shared_stages", lambda cfg, use_ray: {"data": {"path": str(ds.root)}})
+    built = []
+    monkeypatch.setattr(sweep_mod, "open_data", lambda cfg: ds)
+    monkeypatch.setattr(sweep_mod, "prepare_shared_stages",
+                        lambda cfg, use_ray: built.append(cfg) or {"data": {"path": str(ds.root)}})
     n = ds.manifest["counts"]["corpus"]
     assert sweep_mod.prepare_shared({"a": _cfg(n + 1)}, False, say=lambda s: None)
+    assert len(built) == 1
     with pytest.raises(ConfigError, match=f"has {n} passages"):
-        sweep_mod.prepare_shared({"a": _cfg(n)}, False, say=lambda s: None)
+        sweep_mod.prepare_shared({"a": _cfg(n + 1), "b": _cfg(n)}, False, say=lambda s: None)
+    assert len(built) == 1      # refused before any stage of any config was built

@@ -310,3 +310,22 @@ def test_vector_dtype_is_checked_at_config_load(tmp_path):
     assert load_config(TrainingConfig, None, ["teachers.vector_dtype=float16"]).teachers.vector_dtype == "float16"
     with pytest.raises(ConfigError, match=r"^teachers\.vector_dtype: must be one of float32, float16, got 'fp16'$"):
         load_config(TrainingConfig, None, ["teachers.vector_dtype=fp16"])
+
+
+def test_conversion_of_a_corrupt_or_foreign_parquet_names_the_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasb_ray.pipeline import teacher_vectors as tv
+
+    stage = tmp_path / "teacher-vectors-x"
+    stage.mkdir()
+    source = stage / tv.PASSAGE_FILE
+    source.write_bytes(b"PAR1" + b"\0" * 64)                  # truncated: pyarrow's own message names no file
+    with pytest.raises(TasbRayError, match=rf"^{source}: cannot read") as e:
+        tv.ensure_vector_files(stage, "passage")
+    assert "\n" not in str(e.value)
+    pq.write_table(pa.table({"pid": ["a"], "x": [1.0]}), source)  # a Parquet file, not of vectors
+    with pytest.raises(TasbRayError, match=rf"^{source}: needs columns 'doc_id' and 'embedding'"):
+        tv.ensure_vector_files(stage, "passage")
+    assert not list(stage.glob("*.npy"))
