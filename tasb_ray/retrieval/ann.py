@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from tasb_ray.errors import ConfigError
+from tasb_ray.errors import ConfigError, TasbRayError
 
 ANN_KINDS = ("flat", "ivf-pq", "hnsw-fp16")
 INDEX_CHOICES = (*ANN_KINDS, "auto")
@@ -204,6 +204,8 @@ def build_index_streaming(params: IndexParams, dim: int, rows: int,
             sample[filled:filled + len(take)] = vectors[take - start]
             filled += len(take)
             start = end
+        if start != rows:  # the sample was drawn for `rows`: fewer or more would train on a skewed sample
+            raise TasbRayError(f"index training: the chunks held {start} vectors, {rows} expected")
         builder.train(sample[:filled])
     for vectors in chunks():
         builder.add(vectors)

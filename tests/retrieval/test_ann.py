@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tasb_ray.config import from_dict
-from tasb_ray.errors import ConfigError
+from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.retrieval.ann import (
     build_index,
     build_index_streaming,
@@ -85,6 +85,14 @@ def test_streaming_build_equals_in_memory_build(kind):
     d2, i2 = chunked.search(x[:30], 15)
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_array_equal(d1, d2)
+
+
+
+def test_streaming_build_refuses_chunks_that_do_not_add_up_to_rows():
+    x = _clustered(n=1500)
+    params = dataclasses.replace(resolve_index("ivf-pq", *x.shape), train_rows=700)
+    with pytest.raises(TasbRayError, match="the chunks held 1200 vectors, 1500 expected"):
+        build_index_streaming(params, x.shape[1], len(x), lambda: (x[s:s + 400] for s in range(0, 1200, 400)))
 
 
 def test_dense_index_kinds_save_and_load(tmp_path):

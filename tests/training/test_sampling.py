@@ -310,3 +310,9 @@ def test_pairs_table_is_checked():
     with pytest.raises(ConfigError, match="neg_score"):
         BatchSampler(pd.DataFrame({"qid": ["q"], "pos_pid": ["p"], "neg_pid": ["n"], "pos_score": [1.0]}),
                      SamplerConfig(sampling="random"))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_teacher_scores_are_refused(bad):
+    with pytest.raises(ConfigError, match="pairs: 1 rows have a non-finite pos_score or neg_score"):
+        single_query_sampler([1.0, bad, 2.0])
