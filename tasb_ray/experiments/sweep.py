@@ -240,11 +240,23 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
                                           failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1))
         grid = tuner.fit()
+        if interrupted(grid):
+            # Tune returns from fit() on Ctrl-C / SIGTERM with its state saved and trials left to run: aggregating
+            # would write tables that look complete (and trials never started have no config). A rerun continues.
+            raise KeyboardInterrupt
         result = aggregate(grid, sweep, run_dir, uri, experiment_id, experiment, groups, baseline)
     finally:
         if started:
             ray.shutdown()
     return result
+
+
+def interrupted(grid) -> bool:
+    """True when Tune stopped with trials still pending, running or paused (Ctrl-C, SIGTERM), not all ended."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None)
+    if trials is not None:
+        return any(t.status in ("PENDING", "RUNNING", "PAUSED") for t in trials)
+    return any(res.config is None for res in grid)  # a trial that never reported: not run
 
 
 def _collect(grid) -> tuple[pd.DataFrame, dict[str, dict[str, float]], pd.DataFrame]:

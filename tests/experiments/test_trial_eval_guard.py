@@ -1,4 +1,4 @@
-"""A sweep refuses, before any trial trains, trials that would evaluate on Ray Data (not yet possible in a sweep)."""
+"""Sweep guards: trials that would evaluate on Ray Data are refused up front; a sweep stopped early is not aggregated."""
 
 from __future__ import annotations
 
@@ -33,3 +33,17 @@ def test_prepare_shared_checks_the_prepared_corpus(prepared_tiny_beir, monkeypat
     with pytest.raises(ConfigError, match=f"has {n} passages"):
         sweep_mod.prepare_shared({"a": _cfg(n + 1), "b": _cfg(n)}, False, say=lambda s: None)
     assert len(built) == 1      # refused before any stage of any config was built
+
+
+def test_a_sweep_stopped_with_trials_left_is_interrupted_not_aggregated():
+    from types import SimpleNamespace as NS
+
+    def grid(*statuses):
+        trials = [NS(status=s) for s in statuses]
+        return NS(_experiment_analysis=NS(trials=trials))
+
+    assert sweep_mod.interrupted(grid("TERMINATED", "PENDING"))
+    assert sweep_mod.interrupted(grid("RUNNING", "TERMINATED"))
+    assert not sweep_mod.interrupted(grid("TERMINATED", "ERROR"))
+    assert sweep_mod.interrupted([NS(config={"trial": {}}), NS(config=None)])   # no analysis: never-reported trial
+    assert not sweep_mod.interrupted([NS(config={"trial": {}})])
