@@ -70,6 +70,10 @@ class CorpusIndexOptions:
         return cls(index=e.index, memory_gb=e.index_memory_gb, nprobe=e.nprobe, ray_min_passages=e.ray_min_passages,
                    batch_size=e.batch_size)
 
+    def on_ray(self, passages: int) -> bool:
+        """Whether a corpus of ``passages`` is encoded on Ray Data (the one place this rule lives)."""
+        return passages >= self.ray_min_passages
+
     def params(self, rows: int, dim: int):
         return resolve_index(self.index, rows, dim, self.memory_gb * GIB, self.nprobe)
 
@@ -92,7 +96,7 @@ def corpus_index(encoder, corpus: pd.DataFrame, options: CorpusIndexOptions | No
     """
     o = options or CorpusIndexOptions()
     stats = stats if stats is not None else {}
-    if len(corpus) < o.ray_min_passages:
+    if not o.on_ray(len(corpus)):
         stats["path"] = "in-process"
         if o.index == "flat":  # exactly what evaluation always did
             return build_dense_index(encoder, corpus, o.batch_size, show_progress=show_progress)

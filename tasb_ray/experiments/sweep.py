@@ -25,6 +25,7 @@ from tasb_ray.config import flatten, to_dict
 from tasb_ray.data.prepare import cache_root
 from tasb_ray.distributed.runtime import cluster_cpus_gpus, init_ray
 from tasb_ray.errors import ConfigError, TasbRayError
+from tasb_ray.evaluation.corpus_index import CorpusIndexOptions
 from tasb_ray.experiments.callback import MlflowTrials
 from tasb_ray.experiments.config import SweepConfig
 from tasb_ray.experiments.grid import (
@@ -127,7 +128,7 @@ def check_trial_eval(cfg, passages: int) -> None:
     (tried: two 1-CPU trials on 2 CPUs waited at their final evaluation until stopped). Until the pool is reserved
     with the trial (extra placement-group bundles), a clear error at the start beats a sweep that hangs at the end.
     """
-    if passages >= cfg.eval.ray_min_passages:
+    if CorpusIndexOptions.from_eval(cfg.eval).on_ray(passages):
         raise ConfigError(f"eval.ray_min_passages: the corpus has {passages} passages (>= {cfg.eval.ray_min_passages}), "
                           f"so every trial would evaluate on Ray Data, which a sweep's trials cannot do yet; "
                           f"set eval.ray_min_passages above {passages} to evaluate in each trial's process")
