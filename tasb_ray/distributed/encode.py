@@ -323,7 +323,8 @@ def encode_corpus(ds, model: str, out: str | os.PathLike, *, pooling: str = "aut
                   use_gpu: bool | str = "auto", index: str | None = None, shared_fs: bool = False,
                   overwrite: bool = False, fail_after_shards: int | None = None, show_progress: bool = True,
                   address: str | None = None, ray_temp_dir: str | os.PathLike | None = None,
-                  ray_num_cpus: int | None = None, stats: dict | None = None) -> Path | str:
+                  ray_num_cpus: int | None = None, placement_group: bool = False,
+                  stats: dict | None = None) -> Path | str:
     """Encode every passage of a prepared corpus into Parquet shards under ``out``; resumable.
 
     Args:
@@ -346,6 +347,9 @@ def encode_corpus(ds, model: str, out: str | os.PathLike, *, pooling: str = "aut
         show_progress: a tqdm bar over rows, advanced as shards complete.
         address, ray_temp_dir, ray_num_cpus: see :func:`tasb_ray.distributed.runtime.init_ray`; Ray is started
             only when something is left to encode, and shut down afterwards if started here.
+        placement_group: run the actor pool and every Ray Data task in the caller's placement group, one actor
+            per encoder bundle (a sweep trial's, laid out by :func:`tasb_ray.distributed.ray_data.trial_bundles`);
+            ``num_actors``, ``cpus_per_actor`` and ``use_gpu`` then come from the bundles.
         stats: filled with ``encoded_shards``, ``reused_shards``, ``rows_by_node`` (rows encoded in this call per
             Ray node id, also in the manifest's ``last_run``) and timings (``first_shard_s``, ``encode_s``,
             ``steady_rows_per_s``, ``total_s``).
@@ -362,7 +366,8 @@ def encode_corpus(ds, model: str, out: str | os.PathLike, *, pooling: str = "aut
                       cpus_per_actor=cpus_per_actor, use_gpu=use_gpu, index=index, shared_fs=shared_fs,
                       overwrite=overwrite, fail_after_shards=fail_after_shards, show_progress=show_progress,
                       address=address, ray_temp_dir=str(ray_temp_dir) if ray_temp_dir else None,
-                      ray_num_cpus=ray_num_cpus, stats=stats if stats is not None else {})
+                      ray_num_cpus=ray_num_cpus, placement_group=placement_group,
+                      stats=stats if stats is not None else {})
     return _run(corpus_input(ds, shared_fs), model, out, o)
 
 

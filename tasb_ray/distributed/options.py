@@ -19,6 +19,8 @@ class RayOptions:
         cpus_per_actor: torch threads per CPU actor (default: the actor's share of the CPUs).
         use_gpu: ``auto`` (GPUs when the cluster has them), True or False.
         shard_rows: rows per resumable shard of the sharded encoders.
+        placement_group: a corpus-scale evaluation encodes in the caller's placement group (a sweep trial's
+            reserved encoder bundles, ``resources.eval_workers``) instead of on the cluster's free CPUs.
     """
 
     address: str | None = None
@@ -26,6 +28,7 @@ class RayOptions:
     cpus_per_actor: int | None = None
     use_gpu: bool | str = "auto"
     shard_rows: int = 10_000
+    placement_group: bool = False
 
     def pool(self) -> dict:
         """The actor-pool keyword arguments shared by ``score_pairs_ray``, ``encode_*_ray`` and ``encode_corpus``."""

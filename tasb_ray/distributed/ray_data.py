@@ -5,6 +5,11 @@ the missing shards' rows → ``map_batches(EncoderActor, ActorPoolStrategy)`` (m
 per actor where the cluster has GPUs, else CPU actors with their share of threads) → ``iter_batches`` in row order;
 the driver writes each shard as soon as its rows are in (:class:`tasb_ray.distributed.shards.ShardWriter`), so it
 holds at most about one shard.
+
+Inside a sweep trial (``placement_group=True``) the pipeline runs in the trial's own placement group instead of on
+the cluster's free CPUs: the trial reserved, beside its trainer's bundle, one bundle per encoder actor and one
+1-CPU bundle for Ray Data's read and map tasks (:func:`trial_bundles`), so trials that hold every CPU of the
+cluster still evaluate (without the reservation they waited for CPUs no one would free).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 from ray.data.expressions import col, lit
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tqdm.auto import tqdm
 
 from tasb_ray.distributed.batch_encoder import ROW, EncoderActor, placements_of
@@ -59,6 +65,7 @@ class EncodeOptions:
     address: str | None = None
     ray_temp_dir: str | None = None
     ray_num_cpus: int | None = None
+    placement_group: bool = False
     stats: dict = field(default_factory=dict)
 
 
@@ -81,8 +88,13 @@ class EncodeInput:
         col = pq.read_table(self.parquet, columns=[self.id_column]).column(0)
         return col.combine_chunks().cast(pa.string())
 
-    def dataset(self, row_ranges: list[tuple[int, int]], block_rows: int):
-        """A Ray Dataset of ``row, id, text`` restricted to ``row_ranges`` (``[start, end)``, sorted)."""
+    def dataset(self, row_ranges: list[tuple[int, int]], block_rows: int, strategy=None):
+        """A Ray Dataset of ``row, id, text`` restricted to ``row_ranges`` (``[start, end)``, sorted).
+
+        ``strategy``: a placement-group scheduling strategy for the read tasks. The file is then read by its plain
+        path: a ``local://`` read is pinned to the node by a label and leaves any placement group, and the group's
+        bundles are on the caller's node (:func:`trial_bundles` packs them strictly).
+        """
         if self.frame is not None:
             keep = np.zeros(self.rows, dtype=bool)
             for a, b in row_ranges:
@@ -95,7 +107,10 @@ class EncodeInput:
             # ``local://`` is deprecated in Ray 2.60 (removal announced after January 2027) but is what reads on
             # the driver's node without assuming that workers share its disk; --shared-fs avoids it.
             warnings.filterwarnings("ignore", message=".*local://.*")
-            ds = ray.data.read_parquet(path if self.shared_fs else f"local://{path}")
+            if strategy is not None:
+                ds = ray.data.read_parquet(path, ray_remote_args={"scheduling_strategy": strategy})
+            else:
+                ds = ray.data.read_parquet(path if self.shared_fs else f"local://{path}")
         if row_ranges != [(0, self.rows)]:
             expr = None
             for a, b in row_ranges:
@@ -132,16 +147,73 @@ def queries_input(ds, split: str | None) -> EncodeInput:
 
 
 @contextlib.contextmanager
-def data_context(preserve_order: bool = False):
-    """Ray Data settings for the datasets built and run in the block, restored afterwards."""
+def data_context(preserve_order: bool = False, strategy=None):
+    """Ray Data settings for the datasets built and run in the block, restored afterwards.
+
+    ``strategy``: the scheduling strategy of every map task (filter, column selection, re-blocking). Ray Data
+    gives its tasks ``SPREAD`` explicitly, which leaves the caller's placement group; inside a trial's group they
+    must stay in it. ``DataContext.scheduling_strategy`` is deprecated in Ray 2.60 (removal announced after
+    January 2027) but is the one setting that reaches those operators.
+    """
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.enable_progress_bars, ctx.execution_options.preserve_order)
+    saved_strategy = (ctx.scheduling_strategy, ctx.scheduling_strategy_large_args)
     ctx.enable_progress_bars = False  # our own tqdm bar counts rows as shards are written
     ctx.execution_options.preserve_order = preserve_order
+    if strategy is not None:
+        _set_strategy(ctx, strategy, strategy)
     try:
         yield ctx
     finally:
         ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
+        if strategy is not None:
+            _set_strategy(ctx, *saved_strategy)
+
+
+def _set_strategy(ctx, strategy, large_args) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*scheduling_strategy.*deprecated.*")
+        ctx.scheduling_strategy = strategy
+        ctx.scheduling_strategy_large_args = large_args
+
+
+READER_BUNDLE = {"CPU": 1.0}
+
+
+def trial_bundles(cpus: float, gpus: float, eval_workers: int) -> list[dict]:
+    """A sweep trial's placement-group bundles when it evaluates on Ray Data.
+
+    The trainer's bundle (``cpus``, ``gpus``) first (Tune runs the trainable in bundle 0), then ``eval_workers``
+    encoder-actor bundles of the same shape, then one CPU for Ray Data's read and map tasks. With no encoder
+    workers, the trainer's bundle alone.
+    """
+    head = {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus else {})}
+    if eval_workers <= 0:
+        return [head]
+    return [head] + [dict(head) for _ in range(int(eval_workers))] + [dict(READER_BUNDLE)]
+
+
+@dataclass(frozen=True)
+class GroupPool:
+    """The encoder pool a placement group laid out by :func:`trial_bundles` holds."""
+
+    actors: int
+    resources: dict           # ``map_batches`` resources of one actor
+    threads: int | None       # torch threads of a CPU actor
+    use_gpu: bool
+
+
+def group_pool(bundles: Sequence[dict]) -> GroupPool:
+    """The encoder pool of a trial's placement group (its ``bundle_specs``); one actor per encoder bundle."""
+    workers = list(bundles[1:-1])
+    if len(bundles) < 3 or not workers or dict(bundles[-1]) != READER_BUNDLE:
+        raise TasbRayError(f"placement group {list(bundles)} has no encoder bundles: a trial that evaluates on Ray "
+                           "Data reserves them with resources.eval_workers >= 1")
+    w = workers[0]
+    gpus = float(w.get("GPU", 0.0))
+    cpus = float(w.get("CPU", 0.0))
+    resources = {"num_cpus": cpus, **({"num_gpus": gpus} if gpus else {})}
+    return GroupPool(len(workers), resources, None if gpus else max(1, int(cpus)), gpus > 0)
 
 
 def cpu_pool(cpus: float, num_actors: int | None = None, cpus_per_actor: int | None = None,
@@ -207,7 +279,16 @@ def encode_missing(inp: EncodeInput, name: str, spec: dict, out: OutputDir, plan
     with ray_session(o.address, num_cpus=o.ray_num_cpus, temp_dir=o.ray_temp_dir):
         cpus, gpus = cluster_cpus_gpus()
         use_gpu = gpus > 0 if o.use_gpu == "auto" else bool(o.use_gpu)
-        if use_gpu:
+        strategy = None
+        if o.placement_group:
+            pg = ray.util.get_current_placement_group()
+            if pg is None:
+                raise TasbRayError("placement_group=True but this process runs in no placement group "
+                                   "(only a sweep trial that reserved encoder bundles does)")
+            pool = group_pool(pg.bundle_specs)
+            num_actors, resources, threads, use_gpu = pool.actors, dict(pool.resources), pool.threads, pool.use_gpu
+            strategy = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+        elif use_gpu:
             num_actors, resources = gpu_pool(cpus, gpus, o.num_actors)
             threads = None
         else:
@@ -219,16 +300,20 @@ def encode_missing(inp: EncodeInput, name: str, spec: dict, out: OutputDir, plan
         log.info("encoding %d shards (%d rows) with %d %s actor(s) (%s each), %d rows per block", len(missing),
                  todo_rows, num_actors, "GPU" if use_gpu else "CPU", resources, block_rows)
         o.stats["actor_pool"] = {"actors": num_actors, "resources": dict(resources), "use_gpu": use_gpu}
-        with data_context(preserve_order=True):
+        if strategy is not None:
+            o.stats["actor_pool"]["placement_group"] = True
+        with data_context(preserve_order=True, strategy=strategy):
             return _stream(inp, name, spec, out, plan, missing, key, o, shards, timing, use_gpu, num_actors,
-                           threads, resources, block_rows)
+                           threads, resources, block_rows, strategy)
 
 
 def _stream(inp: EncodeInput, name: str, spec: dict, out: OutputDir, plan: ShardPlan, missing: list[int], key: str,
             o: EncodeOptions, shards: dict, timing: dict, use_gpu: bool, num_actors: int, threads: int | None,
-            resources: dict, block_rows: int) -> tuple[int, dict[str, int]]:
+            resources: dict, block_rows: int, strategy=None) -> tuple[int, dict[str, int]]:
     """Run the Ray Data pipeline over the missing shards' rows and write each shard as it completes."""
-    source = inp.dataset(row_ranges(plan, missing), block_rows)
+    source = inp.dataset(row_ranges(plan, missing), block_rows, strategy)
+    if strategy is not None:
+        resources = {**resources, "scheduling_strategy": strategy}
     encoded = source.map_batches(
         EncoderActor,
         fn_constructor_kwargs=dict(model=name, pooling=spec["pooling"], normalize=spec["normalize"],

@@ -122,7 +122,7 @@ def _ray_index(encoder, dataset, work: Path, o: CorpusIndexOptions, ray: RayOpti
     encode_stats: dict = {}
     encode_corpus(dataset, str(model), shards, pooling=spec.pooling, normalize=spec.normalize,
                   passage_max_len=spec.passage_max_len, batch_size=o.batch_size, shard_rows=ray.shard_rows,
-                  show_progress=show_progress, stats=encode_stats, **ray.pool())
+                  show_progress=show_progress, stats=encode_stats, placement_group=ray.placement_group, **ray.pool())
     stats.update(encode_stats, shards=str(shards))
     for old in work.glob(f"{SHARDS_PREFIX}*"):
         if old != shards:  # earlier weights' vectors: never read again, and 13.5 GB each on MS MARCO

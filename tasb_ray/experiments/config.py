@@ -18,11 +18,17 @@ class ResourcesConfig:
     0.25 packs four small trials onto one large GPU) or a whole number of GPUs. ``cpus_per_trial`` is what a trial
     gets on a CPU-only cluster (and beside its GPU otherwise). ``max_concurrent_trials`` is capped at what the
     cluster's GPUs allow.
+
+    ``eval_workers``: encoder actors each trial reserves for its own Ray Data evaluation (needed when the corpus
+    has ``eval.ray_min_passages`` passages or more). The trial's placement group then holds, on one node, its
+    trainer's bundle, ``eval_workers`` more of the same shape (one encoder actor each) and one CPU for Ray Data's
+    read tasks (:func:`tasb_ray.distributed.ray_data.trial_bundles`). 0 (default): trials evaluate in process.
     """
 
     cpus_per_trial: float = 2.0
     gpus_per_trial: Any = "auto"
     max_concurrent_trials: int | None = None
+    eval_workers: int = 0
 
     def __post_init__(self):
         g = self.gpus_per_trial
@@ -36,6 +42,9 @@ class ResourcesConfig:
         if isinstance(self.cpus_per_trial, bool) or not isinstance(self.cpus_per_trial, (int, float)) \
                 or self.cpus_per_trial <= 0:
             raise ConfigError(f"resources.cpus_per_trial: a number > 0, got {self.cpus_per_trial!r}")
+        w = self.eval_workers
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise ConfigError(f"resources.eval_workers: an integer >= 0, got {w!r}")
         m = self.max_concurrent_trials
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
             raise ConfigError(f"resources.max_concurrent_trials: an integer >= 1, got {m!r}")
@@ -54,13 +63,31 @@ class ResourcesConfig:
         gpus = self.gpus_for(cluster_gpus)
         limit = self.max_concurrent_trials
         if gpus > 0:
-            if gpus > cluster_gpus:
-                raise ConfigError(f"resources.gpus_per_trial: {gpus:g} GPU(s) per trial, but the Ray cluster has "
-                                  f"{cluster_gpus:g}")
+            held = gpus * (1 + self.eval_workers)  # the encoder bundles are shaped like the trainer's
+            if held > cluster_gpus:
+                workers = (f" (with {self.eval_workers} eval worker(s) of as many), {held:g} in all"
+                           if self.eval_workers else "")
+                raise ConfigError(f"resources.gpus_per_trial: {gpus:g} GPU(s) per trial{workers}, "
+                                  f"but the Ray cluster has {cluster_gpus:g}")
             # The small epsilon keeps 1/0.1 = 9.999... from losing a trial to float rounding.
-            fit = int(cluster_gpus / gpus + 1e-9)
+            fit = int(cluster_gpus / held + 1e-9)
             limit = fit if limit is None else min(limit, fit)
         return gpus, limit
+
+    def check_group(self, node_cpus: list[float]) -> None:
+        """Raise ConfigError when a trial's placement group fits no node: the sweep would wait forever.
+
+        The group is packed on one node (its Ray Data reads use the trial's local files), so the largest node
+        must hold the trainer's CPUs, each eval worker's and the reader's one.
+        """
+        if self.eval_workers <= 0:
+            return
+        need = self.cpus_per_trial * (1 + self.eval_workers) + 1
+        most = max(node_cpus, default=0.0)
+        if need > most + 1e-9:
+            raise ConfigError(f"resources.eval_workers: a trial with {self.eval_workers} eval worker(s) holds "
+                              f"{need:g} CPUs on one node ({self.cpus_per_trial:g} x {1 + self.eval_workers} + 1 "
+                              f"for reading), but the largest Ray node has {most:g}")
 
 
 @dataclass

@@ -23,7 +23,8 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from tasb_ray.config import flatten, to_dict
 from tasb_ray.data.prepare import cache_root
-from tasb_ray.distributed.runtime import cluster_cpus_gpus, init_ray
+from tasb_ray.distributed.ray_data import trial_bundles
+from tasb_ray.distributed.runtime import cluster_cpus_gpus, init_ray, node_cpus
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.evaluation.corpus_index import CorpusIndexOptions
 from tasb_ray.experiments.callback import MlflowTrials
@@ -107,11 +108,11 @@ def trial_params(cfg_dict: dict, trial: TrialSpec) -> dict:
     return {**flat, **{f"grid.{k}": v for k, v in trial.values.items()}}
 
 
-def prepare_shared(configs: dict, use_ray: bool, say: Callable[[str], None]) -> dict[str, Path]:
+def prepare_shared(configs: dict, use_ray: bool, say: Callable[[str], None], eval_workers: int = 0) -> dict[str, Path]:
     """Shared stages for every distinct trial config (cached stages make repeats cheap); returns the paths."""
     paths: dict[str, Path] = {}
     for cfg in configs.values():  # before any stage is built: the corpus size needs only the prepared data
-        check_trial_eval(cfg, open_data(cfg).manifest["counts"]["corpus"])
+        check_trial_eval(cfg, open_data(cfg).manifest["counts"]["corpus"], eval_workers)
     for key, cfg in configs.items():
         info = prepare_shared_stages(cfg, use_ray=use_ray)
         for name, value in info.items():
@@ -121,17 +122,36 @@ def prepare_shared(configs: dict, use_ray: bool, say: Callable[[str], None]) -> 
     return paths
 
 
-def check_trial_eval(cfg, passages: int) -> None:
-    """Refuse, before any trial trains, a sweep whose trials would evaluate on Ray Data (``eval.ray_min_passages``).
+def check_trial_eval(cfg, passages: int, eval_workers: int = 0) -> None:
+    """Refuse, before any trial trains, a sweep whose trials would evaluate on Ray Data without encoder bundles.
 
-    Inside a Tune trial that path's encoder pool and read tasks ask the cluster for CPUs the trials hold, and wait
-    (tried: two 1-CPU trials on 2 CPUs waited at their final evaluation until stopped). Until the pool is reserved
-    with the trial (extra placement-group bundles), a clear error at the start beats a sweep that hangs at the end.
+    Inside a Tune trial that path's encoder pool and read tasks must run in the trial's placement group
+    (``resources.eval_workers``): on the cluster's free CPUs they wait for CPUs the trials hold (tried: two 1-CPU
+    trials on 2 CPUs waited at their final evaluation until stopped). A clear error at the start beats a sweep
+    that hangs at the end.
     """
-    if CorpusIndexOptions.from_eval(cfg.eval).on_ray(passages):
-        raise ConfigError(f"eval.ray_min_passages: the corpus has {passages} passages (>= {cfg.eval.ray_min_passages}), "
-                          f"so every trial would evaluate on Ray Data, which a sweep's trials cannot do yet; "
-                          f"set eval.ray_min_passages above {passages} to evaluate in each trial's process")
+    if CorpusIndexOptions.from_eval(cfg.eval).on_ray(passages) and eval_workers < 1:
+        raise ConfigError(f"resources.eval_workers: the corpus has {passages} passages (>= eval.ray_min_passages "
+                          f"{cfg.eval.ray_min_passages}), so every trial evaluates on Ray Data and must reserve its "
+                          f"encoder actors: set resources.eval_workers >= 1, or eval.ray_min_passages above "
+                          f"{passages} to evaluate in each trial's process")
+
+
+def trial_resources(cpus: float, gpus: float, eval_workers: int):
+    """What ``tune.with_resources`` gets: a plain request, or a placement group with the trial's encoder bundles.
+
+    STRICT_PACK: the encoder's read tasks open the trial's own (shipped or shared) files by path, so every bundle
+    is on the trial's node.
+    """
+    if eval_workers <= 0:
+        return {"cpu": cpus, "gpu": gpus}
+    return tune.PlacementGroupFactory(trial_bundles(cpus, gpus, eval_workers), strategy="STRICT_PACK")
+
+
+def describe_resources(resources) -> str:
+    if isinstance(resources, dict):
+        return str(resources)
+    return f"placement group {resources.bundles} ({resources.strategy}: trainer, encoder actors, reader)"
 
 
 def _ship(sweep: SweepConfig) -> bool:
@@ -197,17 +217,18 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
         cpus, gpus = cluster_cpus_gpus()
         # Checked before the shared stages: a sweep that can never place a trial should fail in seconds.
         want_gpu, max_concurrent = r.concurrency(cpus, gpus)
+        r.check_group(node_cpus())
         configs = {t.key: trial_training_config(base, t, f"{sweep.name}/{t.key}") for t in trials}
         specs = list(trials)
         if reference is not None:
             ref, source = reference
             configs[ref.key] = trial_training_config(base, source, f"{sweep.name}/{ref.key}", extra=UNTRAINED)
             specs.insert(0, ref)   # first: it is short, and runs beside the first training trial
-        shared_paths = prepare_shared(configs, use_ray=True, say=say)
+        shared_paths = prepare_shared(configs, use_ray=True, say=say, eval_workers=r.eval_workers)
         bundle = build_bundle(shared_paths, Path(base["work_dir"])) if _ship(sweep) else None
 
-        resources = {"cpu": r.cpus_per_trial, "gpu": want_gpu}
-        say(f"trial resources: {resources} (cluster: {cpus:g} CPUs, {gpus:g} GPUs)")
+        resources = trial_resources(r.cpus_per_trial, want_gpu, r.eval_workers)
+        say(f"trial resources: {describe_resources(resources)} (cluster: {cpus:g} CPUs, {gpus:g} GPUs)")
         say(concurrency_line(r.max_concurrent_trials, max_concurrent, want_gpu, gpus))
 
         payloads = []
@@ -216,7 +237,8 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
             cfg_dict["output_dir"] = None
             payloads.append({"key": t.key, "values": t.values, "group": t.group, "training": cfg_dict,
                              "pipelines": to_dict(sweep.pipelines), "fault": to_dict(sweep.fault),
-                             "run_dir": str(run_dir), "threads": max(1, int(r.cpus_per_trial))})
+                             "run_dir": str(run_dir), "threads": max(1, int(r.cpus_per_trial)),
+                             "eval_workers": r.eval_workers})
         params = {p["key"]: trial_params(p["training"], TrialSpec(p["values"], p["key"], p["group"]))
                   for p in payloads}
 

@@ -24,6 +24,7 @@ from ray import tune
 from tasb_ray.config import from_dict
 from tasb_ray.data import PreparedDataset
 from tasb_ray.data.trec import read_trec_run
+from tasb_ray.distributed.options import RayOptions
 from tasb_ray.evaluation.metrics import per_query
 from tasb_ray.evaluation.pipelines import PipelineOptions, run_pipelines
 from tasb_ray.experiments.config import PipelinesConfig
@@ -148,8 +149,10 @@ def tune_trial(config: dict, shared=None) -> None:
         training["work_dir"] = str(dest / "work")
         dataset = PreparedDataset.open(paths["dataset"])
     cfg = from_dict(TrainingConfig, training)
+    # With encoder bundles reserved (resources.eval_workers), a corpus-scale evaluation runs in them.
+    ray_options = RayOptions(placement_group=True) if trial.get("eval_workers") else None
     result = run_training(cfg, [TuneReporter(trial)], resume=True, require_cached=True, dataset=dataset,
-                          keep_model=True)
+                          keep_model=True, ray=ray_options)
     final = write_final(cfg, result, trial, output_dir / "final", placement=_placement(seen, started))
     tune.report({"event": "final", **_final_metrics(final), **_placement(seen, started)},
                 checkpoint=tune.Checkpoint.from_directory(str(final)))

@@ -28,6 +28,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from beir_fixture import write_beir
+from watchdog import watchdog
 
 from tasb_ray.data import prepare_dataset
 from tasb_ray.distributed import ray_data
@@ -276,24 +277,6 @@ def encode(cluster, prepared, tiny_model, out: Path, stats: dict):
     with driver_env(cluster):
         return encode_corpus(prepared, str(tiny_model), out, shard_rows=SHARD_ROWS, block_rows=2, batch_size=4,
                              num_actors=2, address=cluster.address, show_progress=False, stats=stats)
-
-
-@contextlib.contextmanager
-def watchdog(seconds: int):
-    """Fail the block with TimeoutError after ``seconds`` (a hung Ray Data pipeline has no timeout of its own).
-
-    SIGALRM, not killing the cluster: a driver whose GCS is gone for 60 s is ended by Ray, and with it pytest.
-    """
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")

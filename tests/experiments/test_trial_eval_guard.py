@@ -1,4 +1,5 @@
-"""Sweep guards: trials that would evaluate on Ray Data are refused up front; a sweep stopped early is not aggregated."""
+"""Sweep guards: trials that would evaluate on Ray Data without reserved encoder actors are refused up front; a sweep
+stopped early is not aggregated."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ def _cfg(threshold: int) -> TrainingConfig:
     return from_dict(TrainingConfig, {"name": "t", "eval": {"ray_min_passages": threshold}})
 
 
-def test_check_trial_eval_refuses_a_corpus_at_the_threshold():
+def test_check_trial_eval_refuses_a_corpus_at_the_threshold_without_eval_workers():
     sweep_mod.check_trial_eval(_cfg(1_000_000), 8_841)          # below: in process, fine
-    with pytest.raises(ConfigError, match=r"eval.ray_min_passages: the corpus has 8841 passages \(>= 8841\)"):
+    with pytest.raises(ConfigError, match=r"the corpus has 8841 passages \(>= eval.ray_min_passages 8841\)"):
         sweep_mod.check_trial_eval(_cfg(8_841), 8_841)
+    sweep_mod.check_trial_eval(_cfg(8_841), 8_841, eval_workers=2)
 
 
 def test_prepare_shared_checks_the_prepared_corpus(prepared_tiny_beir, monkeypatch):

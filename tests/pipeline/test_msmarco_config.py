@@ -54,10 +54,12 @@ def test_msmarco_config_is_the_papers():
     assert cfg.teachers.inbatch.kind == "colbert" and cfg.sampler.sampling == "tas-balanced"
     sweep = load_sweep_config(ROOT / "experiments" / "configs" / "seeds-msmarco.yaml")
     assert sweep.base_path() == CONFIG and sweep.grid["seed"] == [0, 1, 2]
-    # At MS MARCO's real size the sweep's trials evaluate in their own process (the Ray Data path is refused in sweeps).
+    # At MS MARCO's real size the sweep's trials evaluate on Ray Data, each with its encoder actor reserved.
     from tasb_ray.experiments.sweep import check_trial_eval
-    check_trial_eval(load_config(TrainingConfig, CONFIG, [f"{k}={v}" for k, v in sweep.set.items()]), 8_841_823)
-    with pytest.raises(ConfigError, match="eval.ray_min_passages"):
+    assert not sweep.set and cfg.eval.ray_min_passages < 8_841_823
+    assert (sweep.resources.eval_workers, sweep.resources.gpus_per_trial) == (1, 0.5)
+    check_trial_eval(cfg, 8_841_823, sweep.resources.eval_workers)
+    with pytest.raises(ConfigError, match="resources.eval_workers"):
         check_trial_eval(cfg, 8_841_823)
     with pytest.raises(ConfigError, match="needs teachers.pairwise of kind 'file'"):
         load_config(TrainingConfig, CONFIG, ["teachers.pairwise.kind=bm25", "teachers.pairwise.path=null"])
