@@ -73,7 +73,7 @@ from tasb_ray.distributed.shards import (
     shard_name,
 )
 from tasb_ray.errors import ConfigError, TasbRayError
-from tasb_ray.retrieval.ann import IndexParams, build_index_streaming, resolve_index
+from tasb_ray.retrieval.ann import IndexParams, build_index_streaming, faiss_threads, resolve_index
 from tasb_ray.retrieval.dense import INDEX_KINDS, DenseIndex
 
 log = logging.getLogger(__name__)
@@ -267,8 +267,9 @@ def shard_index(out: OutputDir, n_shards: int, rows: int, dim: int, kind: str | 
                           meta=meta)
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        for _, vectors in iter_written_shards(out, n_shards):
-            index.add(np.ascontiguousarray(vectors))
+        with faiss_threads(1):  # deterministic graph, as in DenseIndex
+            for _, vectors in iter_written_shards(out, n_shards):
+                index.add(np.ascontiguousarray(vectors))
         return DenseIndex(ids, index=index, meta={**meta, "kind": kind})
     params = kind if isinstance(kind, IndexParams) else resolve_index(kind, rows, dim, memory_budget_bytes)
     index = build_index_streaming(params, dim, rows, lambda: (v for _, v in iter_written_shards(out, n_shards)))

@@ -130,7 +130,8 @@ def sample_rows(rows: int, size: int, seed: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def faiss_threads(n: int | None) -> Iterator[None]:
+    """faiss's OpenMP threads for the block (``None``: unchanged), restored afterwards."""
     if n is None:
         yield
         return
@@ -173,7 +174,7 @@ class IndexBuilder:
 
     def add(self, vectors: np.ndarray) -> None:
         # One thread for HNSW: its parallel insertion makes the graph depend on thread timing.
-        with _threads(1 if self.params.kind == "hnsw-fp16" else None):
+        with faiss_threads(1 if self.params.kind == "hnsw-fp16" else None):
             self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
 

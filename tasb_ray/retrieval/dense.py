@@ -13,7 +13,7 @@ import pandas as pd
 
 from tasb_ray.errors import TasbRayError
 from tasb_ray.fileio import atomic_dir, write_json
-from tasb_ray.retrieval.ann import ANN_KINDS, IndexParams, build_index, resolve_index
+from tasb_ray.retrieval.ann import ANN_KINDS, IndexParams, build_index, faiss_threads, resolve_index
 from tasb_ray.retrieval.runs import topk_to_run
 
 INDEX_FILE = "index.faiss"
@@ -58,7 +58,9 @@ class DenseIndex:
             self.index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         else:
             raise TasbRayError(f"unknown index kind {kind!r} ({', '.join(INDEX_KINDS)})")
-        self.index.add(vectors)
+        # One thread for HNSW: its parallel insertion makes the graph depend on thread timing.
+        with faiss_threads(1 if kind == "hnsw" else None):
+            self.index.add(vectors)
         self.meta["kind"] = kind
 
     def search(self, query_ids: Sequence[str], query_vectors: np.ndarray, k: int = 1000) -> pd.DataFrame:

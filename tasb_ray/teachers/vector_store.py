@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasb_ray.errors import TasbRayError
+from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.fileio import atomic_path
 
 VECTOR_DTYPES = ("float32", "float16")
@@ -47,8 +47,9 @@ REBUILD = "delete it to rebuild it from the stage's Parquet"
 
 
 def check_vector_dtype(dtype: str) -> str:
+    """The one check of a vector dtype, for configs (``teachers.vector_dtype``) and library callers alike."""
     if dtype not in VECTOR_DTYPES:
-        raise TasbRayError(f"vector_dtype: must be one of {', '.join(VECTOR_DTYPES)}, got {dtype!r}")
+        raise ConfigError(f"vector_dtype: must be one of {', '.join(VECTOR_DTYPES)}, got {dtype!r}")
     return dtype
 
 

@@ -11,7 +11,7 @@ from tasb_ray.errors import ConfigError
 from tasb_ray.losses.combined import uses_inbatch
 from tasb_ray.retrieval.ann import check_index_choice
 from tasb_ray.teachers.config import TeacherConfig
-from tasb_ray.teachers.vector_store import DEFAULT_VECTOR_DTYPE, VECTOR_DTYPES
+from tasb_ray.teachers.vector_store import DEFAULT_VECTOR_DTYPE, check_vector_dtype
 from tasb_ray.training.loss_balance import INBATCH_SCALES
 from tasb_ray.training.pairs import positive_grade_rule
 from tasb_ray.training.sampling import SamplerConfig
@@ -146,8 +146,7 @@ class TeachersConfig:
     def __post_init__(self):
         if self.inbatch_scale not in INBATCH_SCALES:
             raise ConfigError(f"inbatch_scale must be one of {list(INBATCH_SCALES)}, got {self.inbatch_scale!r}")
-        if self.vector_dtype not in VECTOR_DTYPES:
-            raise ConfigError(f"vector_dtype: must be one of {', '.join(VECTOR_DTYPES)}, got {self.vector_dtype!r}")
+        check_vector_dtype(self.vector_dtype)
 
 
 @dataclass

@@ -123,3 +123,28 @@ def test_bad_eval_index_settings_are_one_line_errors(over, message):
 def test_default_eval_index_is_exact_flat_in_process():
     e = TrainingConfig().eval
     assert e.index == "flat" and e.ray_min_passages >= 1_000_000  # SciFact, NFCorpus: today's path
+
+
+def test_legacy_hnsw_adds_on_one_thread(monkeypatch):
+    """HNSW's parallel insertion makes the graph depend on thread timing: the old ``hnsw`` kind adds on one thread
+    too (in memory and from shards), whatever faiss's thread count is around it."""
+    import faiss
+
+    from tasb_ray.retrieval import dense
+
+    seen = []
+
+    class Recording(faiss.IndexHNSWFlat):
+        def add(self, x):
+            seen.append(faiss.omp_get_max_threads())
+            return super().add(x)
+
+    monkeypatch.setattr(dense.faiss, "IndexHNSWFlat", Recording)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        vectors = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+        DenseIndex([str(i) for i in range(50)], vectors, kind="hnsw")
+        assert seen == [1] and faiss.omp_get_max_threads() == 2   # one thread for the add, restored after
+    finally:
+        faiss.omp_set_num_threads(before)
