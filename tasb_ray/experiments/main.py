@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
 import yaml
 
 from tasb_ray.errors import TasbRayError, run_guarded
-from tasb_ray.experiments.config import ResourcesConfig, load_sweep_config
+from tasb_ray.experiments.config import SweepConfig, load_sweep_config
 from tasb_ray.experiments.sweep import run_sweep
 
 
@@ -36,11 +37,51 @@ def build_parser(prog: str, description: str, default_config: Path, quick_config
                         "(default: the config's)")
     p.add_argument("--max-concurrent-trials", type=int, default=None,
                    help="at most this many trials at once (capped at what the GPUs allow)")
+    p.add_argument("--eval-workers", type=int, default=None,
+                   help="encoder actors each trial reserves for its Ray Data evaluation (corpora of "
+                        "eval.ray_min_passages or more; default: the config's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config value for every trial, e.g. --set optim.max_steps=20")
     p.add_argument("--fresh", action="store_true",
                    help="start the Tune experiment anew instead of continuing the one in the run dir")
     return p
+
+
+def sweep_from_args(args: argparse.Namespace, config: Path) -> SweepConfig:
+    """The sweep config with the command line's settings applied (what ``main`` runs)."""
+    top: dict = {}
+    if args.run_dir:
+        top["run_dir"] = args.run_dir
+    sweep = load_sweep_config(config, top)
+    if args.overrides:
+        for item in args.overrides:
+            if "=" not in item:
+                raise TasbRayError(f"--set {item!r}: expected key=value")
+            k, v = item.split("=", 1)
+            sweep.set[k.strip()] = yaml.safe_load(v)
+    if args.tracking_uri:
+        sweep.mlflow.tracking_uri = args.tracking_uri
+    if args.experiment:
+        sweep.mlflow.experiment = args.experiment
+    if args.address:
+        sweep.ray.address = args.address
+    if args.num_cpus:
+        sweep.ray.num_cpus = args.num_cpus
+    if args.num_gpus is not None:
+        sweep.ray.num_gpus = args.num_gpus
+    r = sweep.resources
+    changes: dict = {}
+    if args.cpus_per_trial:
+        changes["cpus_per_trial"] = args.cpus_per_trial
+    if args.gpus_per_trial is not None:
+        changes["gpus_per_trial"] = yaml.safe_load(args.gpus_per_trial)
+    if args.max_concurrent_trials:
+        changes["max_concurrent_trials"] = args.max_concurrent_trials
+    if args.eval_workers is not None:
+        changes["eval_workers"] = args.eval_workers
+    # Rebuilt from the config's values, not assigned: the dataclass validates the combination (e.g. 1.5 GPUs).
+    sweep.resources = dataclasses.replace(r, **changes)
+    return sweep
 
 
 def main(prog: str, description: str, default_config: Path, quick_config: Path | None = None,
@@ -49,36 +90,11 @@ def main(prog: str, description: str, default_config: Path, quick_config: Path |
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = args.config or (quick_config if getattr(args, "quick", False) else default_config)
 
-    def sweep_from_args():
-        top: dict = {}
-        if args.run_dir:
-            top["run_dir"] = args.run_dir
-        sweep = load_sweep_config(config, top)
-        if args.overrides:
-            for item in args.overrides:
-                if "=" not in item:
-                    raise TasbRayError(f"--set {item!r}: expected key=value")
-                k, v = item.split("=", 1)
-                sweep.set[k.strip()] = yaml.safe_load(v)
-        if args.tracking_uri:
-            sweep.mlflow.tracking_uri = args.tracking_uri
-        if args.experiment:
-            sweep.mlflow.experiment = args.experiment
-        if args.address:
-            sweep.ray.address = args.address
-        if args.num_cpus:
-            sweep.ray.num_cpus = args.num_cpus
-        if args.num_gpus is not None:
-            sweep.ray.num_gpus = args.num_gpus
-        r = sweep.resources
-        gpus = r.gpus_per_trial if args.gpus_per_trial is None else yaml.safe_load(args.gpus_per_trial)
-        # Rebuilt, not assigned: the dataclass validates the combination (e.g. 1.5 GPUs is an error).
-        sweep.resources = ResourcesConfig(cpus_per_trial=args.cpus_per_trial or r.cpus_per_trial,
-                                          gpus_per_trial=gpus,
-                                          max_concurrent_trials=args.max_concurrent_trials or r.max_concurrent_trials)
+    def run():
+        sweep = sweep_from_args(args, config)
         return sweep, run_sweep(sweep, fresh=args.fresh)
 
-    out, code = run_guarded(prog, sweep_from_args, "interrupted; run the same command again to continue the sweep")
+    out, code = run_guarded(prog, run, "interrupted; run the same command again to continue the sweep")
     if code is not None:
         return code
     sweep, result = out

@@ -76,6 +76,25 @@ def test_trial_resources_is_a_strictly_packed_group_with_eval_workers():
     assert pgf.bundles == trial_bundles(1, 0, 2) and pgf.strategy == "STRICT_PACK"
 
 
+def test_the_command_line_keeps_the_configs_eval_workers_and_can_set_them():
+    from pathlib import Path
+
+    from tasb_ray.experiments.main import build_parser, sweep_from_args
+
+    config = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "seeds-msmarco.yaml"
+    parser = build_parser("seeds.py", "", config, None)
+
+    def resources(*argv):
+        r = sweep_from_args(parser.parse_args(list(argv)), config).resources
+        return r.cpus_per_trial, r.gpus_per_trial, r.eval_workers
+
+    assert resources() == (4, 0.5, 1)
+    assert resources("--cpus-per-trial", "2") == (2, 0.5, 1)      # another flag keeps the config's workers
+    assert resources("--eval-workers", "3", "--gpus-per-trial", "1") == (4, 1, 3)
+    with pytest.raises(ConfigError, match=r"^resources\.eval_workers: an integer >= 0, got -1"):
+        resources("--eval-workers", "-1")
+
+
 # --- a real sweep whose trials hold every CPU and evaluate on Ray Data ------------------------------------------
 
 
