@@ -53,3 +53,13 @@ def read_columns(path: str | os.PathLike, columns) -> pa.Table:
     columns = list(columns)
     parts = [f.read_row_group(i, columns=columns) for i in range(f.num_row_groups)]
     return pa.concat_tables(parts) if parts else f.schema_arrow.empty_table().select(columns)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A frame as a Markdown table (no tabulate dependency); empty cells for NaN, ``(none)`` for no rows."""
+    if df.empty:
+        return "(none)\n"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

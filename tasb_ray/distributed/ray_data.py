@@ -91,9 +91,10 @@ class EncodeInput:
     def dataset(self, row_ranges: list[tuple[int, int]], block_rows: int, strategy=None):
         """A Ray Dataset of ``row, id, text`` restricted to ``row_ranges`` (``[start, end)``, sorted).
 
-        ``strategy``: a placement-group scheduling strategy for the read tasks. The file is then read by its plain
-        path: a ``local://`` read is pinned to the node by a label and leaves any placement group, and the group's
-        bundles are on the caller's node (:func:`trial_bundles` packs them strictly).
+        ``strategy``: the placement-group scheduling strategy the block runs under (:func:`data_context`). The file
+        is then read by its plain path: a ``local://`` read is pinned to the node by a label and leaves any
+        placement group, and the group's bundles are on the caller's node (:func:`trial_bundles` packs them
+        strictly).
         """
         if self.frame is not None:
             keep = np.zeros(self.rows, dtype=bool)
@@ -107,10 +108,9 @@ class EncodeInput:
             # ``local://`` is deprecated in Ray 2.60 (removal announced after January 2027) but is what reads on
             # the driver's node without assuming that workers share its disk; --shared-fs avoids it.
             warnings.filterwarnings("ignore", message=".*local://.*")
-            if strategy is not None:
-                ds = ray.data.read_parquet(path, ray_remote_args={"scheduling_strategy": strategy})
-            else:
-                ds = ray.data.read_parquet(path if self.shared_fs else f"local://{path}")
+            # In a placement group the read tasks take the DataContext's strategy (set by data_context), and the
+            # plain path keeps them in the group (``ray_remote_args`` here is deprecated, removed in Ray 2.64).
+            ds = ray.data.read_parquet(path if self.shared_fs or strategy is not None else f"local://{path}")
         if row_ranges != [(0, self.rows)]:
             expr = None
             for a, b in row_ranges:
@@ -184,13 +184,15 @@ def trial_bundles(cpus: float, gpus: float, eval_workers: int) -> list[dict]:
     """A sweep trial's placement-group bundles when it evaluates on Ray Data.
 
     The trainer's bundle (``cpus``, ``gpus``) first (Tune runs the trainable in bundle 0), then ``eval_workers``
-    encoder-actor bundles of the same shape, then one CPU for Ray Data's read and map tasks. With no encoder
-    workers, the trainer's bundle alone.
+    encoder-actor bundles of the same shape (but at most one GPU each), then one CPU for Ray Data's read and map
+    tasks. With no encoder workers, the trainer's bundle alone.
     """
     head = {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus else {})}
     if eval_workers <= 0:
         return [head]
-    return [head] + [dict(head) for _ in range(int(eval_workers))] + [dict(READER_BUNDLE)]
+    # An encoder actor uses one device: a trial with several GPUs gets encoder bundles of one.
+    worker = {"CPU": float(cpus), **({"GPU": float(min(gpus, 1.0))} if gpus else {})}
+    return [head] + [dict(worker) for _ in range(int(eval_workers))] + [dict(READER_BUNDLE)]
 
 
 @dataclass(frozen=True)

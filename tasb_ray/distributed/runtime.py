@@ -116,6 +116,12 @@ def cluster_cpus_gpus() -> tuple[float, float]:
     return float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
 
 
+def node_resources() -> list[tuple[float, float]]:
+    """(CPUs, GPUs) of each alive node of the connected cluster."""
+    return [(float(n["Resources"].get("CPU", 0.0)), float(n["Resources"].get("GPU", 0.0)))
+            for n in ray.nodes() if n.get("Alive")]
+
+
 def node_cpus() -> list[float]:
     """CPUs of each alive node of the connected cluster."""
     return [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]

@@ -63,7 +63,7 @@ class ResourcesConfig:
         gpus = self.gpus_for(cluster_gpus)
         limit = self.max_concurrent_trials
         if gpus > 0:
-            held = gpus * (1 + self.eval_workers)  # the encoder bundles are shaped like the trainer's
+            held = self.trial_gpus(gpus)
             if held > cluster_gpus:
                 workers = (f" (with {self.eval_workers} eval worker(s) of as many), {held:g} in all"
                            if self.eval_workers else "")
@@ -74,20 +74,27 @@ class ResourcesConfig:
             limit = fit if limit is None else min(limit, fit)
         return gpus, limit
 
-    def check_group(self, node_cpus: list[float]) -> None:
+    def trial_gpus(self, gpus: float) -> float:
+        """GPUs a trial holds: its trainer's ``gpus`` and at most one per eval worker (trial_bundles' layout)."""
+        return gpus + self.eval_workers * min(gpus, 1.0)
+
+    def check_group(self, nodes: list[tuple[float, float]], gpus: float) -> None:
         """Raise ConfigError when a trial's placement group fits no node: the sweep would wait forever.
 
-        The group is packed on one node (its Ray Data reads use the trial's local files), so the largest node
-        must hold the trainer's CPUs, each eval worker's and the reader's one.
+        ``nodes``: (CPUs, GPUs) of each alive node; ``gpus``: the trainer's GPUs (resolved). The group is packed on
+        one node (its Ray Data reads use the trial's local files), so one node must hold the trainer's CPUs and
+        GPUs, each eval worker's and the reader's CPU.
         """
         if self.eval_workers <= 0:
             return
-        need = self.cpus_per_trial * (1 + self.eval_workers) + 1
-        most = max(node_cpus, default=0.0)
-        if need > most + 1e-9:
-            raise ConfigError(f"resources.eval_workers: a trial with {self.eval_workers} eval worker(s) holds "
-                              f"{need:g} CPUs on one node ({self.cpus_per_trial:g} x {1 + self.eval_workers} + 1 "
-                              f"for reading), but the largest Ray node has {most:g}")
+        cpus = self.cpus_per_trial * (1 + self.eval_workers) + 1
+        gpu_need = self.trial_gpus(gpus)
+        if any(c + 1e-9 >= cpus and g + 1e-9 >= gpu_need for c, g in nodes):
+            return
+        listed = ", ".join(f"{c:g} CPUs / {g:g} GPUs" for c, g in nodes) or "none"
+        raise ConfigError(f"resources.eval_workers: a trial with {self.eval_workers} eval worker(s) holds "
+                          f"{cpus:g} CPUs ({self.cpus_per_trial:g} x {1 + self.eval_workers} + 1 for reading) and "
+                          f"{gpu_need:g} GPUs on one node, but no Ray node has that ({listed})")
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasb_ray.errors import TasbRayError, run_guarded
+from tasb_ray.experiments.recompare import sweep_results
 from tasb_ray.experiments.reference import REFERENCE_GROUP
 from tasb_ray.experiments.significance import ALPHA, POWER, power_plan
 
@@ -23,20 +24,9 @@ from tasb_ray.experiments.significance import ALPHA, POWER, power_plan
 def pilot_plan(run_dir: Path, effect: float, split: str = "test", measures: list[str] | None = None,
                alpha: float = ALPHA, power: float = POWER) -> pd.DataFrame:
     """The power plan of the sweep in ``run_dir`` for ``effect`` on ``split`` (see :func:`power_plan`)."""
-    results = Path(run_dir) / "results"
-    pq_path, comp_path = results / "per_query.parquet", results / "comparisons.csv"
-    for path in (pq_path, comp_path):
-        if not path.is_file():
-            raise TasbRayError(f"{path}: not found (is {run_dir} a finished sweep's run directory?)")
     if effect <= 0:
         raise TasbRayError(f"--effect must be > 0, got {effect}")
-    pq = pd.read_parquet(pq_path)
-    pq = pq[pq["split"] == split]
-    if pq.empty:
-        raise TasbRayError(f"{pq_path}: no per-query values for split {split!r}")
-    comp = pd.read_csv(comp_path)
-    if comp.empty:
-        raise TasbRayError(f"{comp_path}: no comparisons (a sweep with one group has nothing to compare)")
+    pq, comp = sweep_results(run_dir, split)
     pairs = list(dict.fromkeys(zip(comp["group"], comp["baseline"])))
     measures = measures or list(dict.fromkeys(comp["measure"]))
     return power_plan(pq, pairs, measures, effect, alpha, power, reference=REFERENCE_GROUP)

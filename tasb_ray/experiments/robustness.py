@@ -29,6 +29,8 @@ from tasb_ray.experiments.significance import (
     mde_two_groups,
     paired_test,
     seed_spread,
+    seed_test,
+    seed_values,
 )
 
 __all__ = ["STATS", "compare_groups", "comparisons_table", "group_summary", "paired_test", "robustness_table",
@@ -71,7 +73,7 @@ def group_summary(metrics: Mapping[str, Mapping[str, float]], groups: Mapping[st
 
 COMPARISON_COLUMNS = ["group", "baseline", "measure", "queries", "mean_a", "mean_b", "mean_diff", "ci95_low",
                       "ci95_high", "sd_diff", "t", "p_value", "p_perm", "p_holm", "p_perm_holm", "effect_size",
-                      "mde_queries", "seeds_a", "seeds_b", "mde_seeds"]
+                      "mde_queries", "seeds_a", "seeds_b", "mde_seeds", "p_seeds", "p_seeds_holm"]
 
 
 def compare_groups(per_query: pd.DataFrame, baseline: str, measures: Sequence[str],
@@ -93,6 +95,7 @@ def compare_groups(per_query: pd.DataFrame, baseline: str, measures: Sequence[st
     # Average each query over the seeds of a group first: the unit of the test is the query.
     means = per_query.groupby(["group", "measure", "query_id"])["value"].mean()
     spread = seed_spread(per_query)
+    per_seed = seed_values(per_query)
     groups = list(dict.fromkeys(per_query["group"]))
     rows = []
     for group, against in comparison_pairs(groups, baseline, reference):
@@ -103,11 +106,13 @@ def compare_groups(per_query: pd.DataFrame, baseline: str, measures: Sequence[st
                 continue
             (sa, ra), (sb, rb) = spread[(group, m)], spread[(against, m)]
             rows.append({"group": group, "baseline": against, "measure": m, **paired_test(a, b, n_resamples),
-                         "seeds_a": ra, "seeds_b": rb, "mde_seeds": mde_two_groups(sa, ra, sb, rb)})
+                         "seeds_a": ra, "seeds_b": rb, "mde_seeds": mde_two_groups(sa, ra, sb, rb),
+                         "p_seeds": seed_test(per_seed[(group, m)], per_seed[(against, m)])})
     out = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     if len(out):
         out["p_holm"] = holm(out["p_value"])
         out["p_perm_holm"] = holm(out["p_perm"])
+        out["p_seeds_holm"] = holm(out["p_seeds"])
     return out
 
 
@@ -149,4 +154,7 @@ def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
     out["mde_queries"] = c["mde_queries"].map(_num(".4f"))
     out["seeds"] = [f"{a}/{b}" for a, b in zip(c["seeds_a"], c["seeds_b"])]
     out["mde_seeds"] = c["mde_seeds"].map(_num(".4f"))
+    if "p_seeds" in c:  # tables written before the seed-level test have no such column
+        out["p_seeds"] = c["p_seeds"].map(_num(".4f"))
+        out["p_seeds_holm"] = c["p_seeds_holm"].map(_num(".4f"))
     return out

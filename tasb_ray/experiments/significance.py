@@ -17,6 +17,12 @@ configuration first, then the per-query differences d = a − b are tested.
   between-seed sds s_a, s_b of the per-seed metric (averaged over queries) and r_a, r_b seeds:
   (z(1−α/2) + z(power)) · √(s_a²/r_a + s_b²/r_b). A group with one trial (the deterministic untrained reference)
   contributes no seed variance; with one trial on both sides the value is NaN.
+- ``p_seeds``/``p_seeds_holm``: the test whose unit is the training run, not the query: Welch's t-test of the two
+  groups' per-seed metrics (averaged over queries), or a one-sample t-test of a group's seeds against a
+  one-trial group's value (the untrained reference); NaN below two seeds on the tested side. The per-query tests
+  treat the trained models as fixed, so they answer "do these models differ on these queries"; this one asks
+  whether another set of seeds would differ the same way, and is far weaker at 5 seeds. Holm as above, over the
+  rows that have it.
 
 References: Sakai, "Statistical reform in information retrieval?", SIGIR Forum 2014; Holm, "A simple sequentially
 rejective multiple test procedure", Scand. J. Statistics 1979; Cohen, Statistical Power Analysis, 1988 (ch. 2).
@@ -138,6 +144,28 @@ def seed_means(per_query: pd.DataFrame) -> pd.DataFrame:
     if per_query.empty:
         return pd.DataFrame(columns=["group", "trial", "measure", "value"])
     return per_query.groupby(["group", "trial", "measure"], sort=False)["value"].mean().reset_index()
+
+
+def seed_test(a: Sequence[float], b: Sequence[float]) -> float:
+    """p of the seed-level test (module docstring, ``p_seeds``) for per-seed metrics ``a`` and ``b``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if len(a) >= 2 and len(b) >= 2:
+        if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
+            return 1.0 if a.mean() == b.mean() else 0.0
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    if len(a) >= 2 and len(b) == 1 or len(a) == 1 and len(b) >= 2:
+        many, one = (a, b) if len(a) >= 2 else (b, a)
+        if many.std(ddof=1) == 0:
+            return 1.0 if many.mean() == one[0] else 0.0
+        return float(stats.ttest_1samp(many, one[0]).pvalue)
+    return math.nan
+
+
+def seed_values(per_query: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+    """(group, measure) → the per-seed metric (each trial's mean over the queries)."""
+    return {(group, measure): part["value"].to_numpy(np.float64)
+            for (group, measure), part in seed_means(per_query).groupby(["group", "measure"], sort=False)}
 
 
 def seed_spread(per_query: pd.DataFrame) -> dict[tuple[str, str], tuple[float, int]]:

@@ -24,7 +24,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from tasb_ray.config import flatten, to_dict
 from tasb_ray.data.prepare import cache_root
 from tasb_ray.distributed.ray_data import trial_bundles
-from tasb_ray.distributed.runtime import cluster_cpus_gpus, init_ray, node_cpus
+from tasb_ray.distributed.runtime import cluster_cpus_gpus, init_ray, node_resources
 from tasb_ray.errors import ConfigError, TasbRayError
 from tasb_ray.evaluation.corpus_index import CorpusIndexOptions
 from tasb_ray.experiments.callback import MlflowTrials
@@ -40,6 +40,7 @@ from tasb_ray.experiments.grid import (
 from tasb_ray.experiments.records import git_commit
 from tasb_ray.experiments.reference import REFERENCE_GROUP, UNTRAINED, reference_spec
 from tasb_ray.experiments.robustness import compare_groups, comparisons_table, group_summary, robustness_table
+from tasb_ray.tables import markdown_table
 from tasb_ray.experiments.shipping import pack
 from tasb_ray.experiments.trial import FINAL_MARKER, PER_QUERY, tune_trial
 from tasb_ray.fileio import write_parquet, write_text
@@ -55,7 +56,7 @@ MAX_RAY_TEMP_LEN = 45
 TABLE_METRICS = ("final_test/nDCG@10", "final_test/R@100", "final_dev/nDCG@10")
 # Logged per comparison to the summary run as compare/<group>__vs__<baseline>/<measure>/<stat>.
 COMPARISON_STATS = ("mean_diff", "ci95_low", "ci95_high", "sd_diff", "p_value", "p_perm", "p_holm", "p_perm_holm",
-                    "effect_size", "mde_queries", "mde_seeds", "queries", "seeds_a", "seeds_b")
+                    "effect_size", "mde_queries", "mde_seeds", "queries", "seeds_a", "seeds_b", "p_seeds", "p_seeds_holm")
 PIPELINE_METRICS = ("nDCG@10", "MRR@10", "R@100", "R@1000")
 # Paths differ per machine and per trial; they are not part of what a trial is.
 NOT_PARAMS = ("output_dir", "work_dir", "data.cache_dir", "progress")
@@ -111,8 +112,14 @@ def trial_params(cfg_dict: dict, trial: TrialSpec) -> dict:
 def prepare_shared(configs: dict, use_ray: bool, say: Callable[[str], None], eval_workers: int = 0) -> dict[str, Path]:
     """Shared stages for every distinct trial config (cached stages make repeats cheap); returns the paths."""
     paths: dict[str, Path] = {}
+    on_ray = []
     for cfg in configs.values():  # before any stage is built: the corpus size needs only the prepared data
-        check_trial_eval(cfg, open_data(cfg).manifest["counts"]["corpus"], eval_workers)
+        passages = open_data(cfg).manifest["counts"]["corpus"]
+        check_trial_eval(cfg, passages, eval_workers)
+        on_ray.append(CorpusIndexOptions.from_eval(cfg.eval).on_ray(passages))
+    if eval_workers and not any(on_ray):
+        say(f"note: resources.eval_workers {eval_workers} reserves encoder bundles with every trial, but no trial "
+            "evaluates on Ray Data (corpus below eval.ray_min_passages): they stay idle; set it to 0")
     for key, cfg in configs.items():
         info = prepare_shared_stages(cfg, use_ray=use_ray)
         for name, value in info.items():
@@ -217,7 +224,7 @@ def run_sweep(sweep: SweepConfig, *, fresh: bool = False, say: Callable[[str], N
         cpus, gpus = cluster_cpus_gpus()
         # Checked before the shared stages: a sweep that can never place a trial should fail in seconds.
         want_gpu, max_concurrent = r.concurrency(cpus, gpus)
-        r.check_group(node_cpus())
+        r.check_group(node_resources(), want_gpu)
         configs = {t.key: trial_training_config(base, t, f"{sweep.name}/{t.key}") for t in trials}
         specs = list(trials)
         if reference is not None:
@@ -333,15 +340,6 @@ def pipeline_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _markdown(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "(none)\n"
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
 def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: str, experiment: str,
               groups: dict[str, str], baseline: str) -> SweepResult:
     """Robustness statistics per group and paired tests against the baseline; aggregate and summary MLflow runs."""
@@ -357,8 +355,8 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
     comparisons = compare_groups(test_pq, baseline, sweep.compare_metrics, reference=reference)
     robust = robustness_table(summary, TABLE_METRICS) if not summary.empty else pd.DataFrame()
     pipes = pipeline_table(summary) if not summary.empty else pd.DataFrame()
-    tables = {"robustness": _markdown(robust), "comparisons": _markdown(comparisons_table(comparisons)),
-              "pipelines": _markdown(pipes), "trials": _markdown(trials[["key", "group", "status"]])}
+    tables = {"robustness": markdown_table(robust), "comparisons": markdown_table(comparisons_table(comparisons)),
+              "pipelines": markdown_table(pipes), "trials": markdown_table(trials[["key", "group", "status"]])}
 
     out = run_dir / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -389,7 +387,7 @@ def aggregate(grid, sweep: SweepConfig, run_dir: Path, uri: str, experiment_id: 
         agg = {f"{metric_key(r.metric)}/{s}": float(getattr(r, s)) for r in part.itertuples()
                for s in ("mean", "sd", "min", "max", "ci95_low", "ci95_high", "n") if pd.notna(getattr(r, s))}
         tracker.log_metrics(run_id, agg)
-        write_text(out / "groups" / f"{safe_name(group)}.md", _markdown(robustness_table(part, TABLE_METRICS)))
+        write_text(out / "groups" / f"{safe_name(group)}.md", markdown_table(robustness_table(part, TABLE_METRICS)))
         tracker.log_artifact(run_id, out / "groups" / f"{safe_name(group)}.md")
         tracker.finish(run_id)
 

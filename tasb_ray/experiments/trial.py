@@ -25,12 +25,14 @@ from tasb_ray.config import from_dict
 from tasb_ray.data import PreparedDataset
 from tasb_ray.data.trec import read_trec_run
 from tasb_ray.distributed.options import RayOptions
+from tasb_ray.distributed.ray_data import group_pool
 from tasb_ray.evaluation.metrics import per_query
 from tasb_ray.evaluation.pipelines import PipelineOptions, run_pipelines
 from tasb_ray.experiments.config import PipelinesConfig
 from tasb_ray.experiments.grid import safe_name
 from tasb_ray.experiments.records import PLACEMENT_PREFIX
 from tasb_ray.experiments.shipping import unpack
+from tasb_ray.errors import TasbRayError
 from tasb_ray.fileio import write_json, write_text
 from tasb_ray.pipeline.run import open_data, run_training, work_dir
 from tasb_ray.pipeline.teacher_vectors import attach_teacher_vectors
@@ -149,8 +151,18 @@ def tune_trial(config: dict, shared=None) -> None:
         training["work_dir"] = str(dest / "work")
         dataset = PreparedDataset.open(paths["dataset"])
     cfg = from_dict(TrainingConfig, training)
-    # With encoder bundles reserved (resources.eval_workers), a corpus-scale evaluation runs in them.
-    ray_options = RayOptions(placement_group=True) if trial.get("eval_workers") else None
+    # With encoder bundles reserved (resources.eval_workers), a corpus-scale evaluation runs in them. Checked now,
+    # not at the first evaluation: a trial restored under other resources must not fail after training.
+    ray_options = None
+    if trial.get("eval_workers"):
+        pg = ray.util.get_current_placement_group()
+        try:
+            group_pool(pg.bundle_specs if pg is not None else [])
+        except TasbRayError as e:
+            raise TasbRayError(f"trial {trial['key']} was set up with resources.eval_workers {trial['eval_workers']} "
+                               f"but holds no encoder bundles (a sweep continued with other resources? run it with "
+                               f"the same resources, or --fresh): {e}") from None
+        ray_options = RayOptions(placement_group=True)
     result = run_training(cfg, [TuneReporter(trial)], resume=True, require_cached=True, dataset=dataset,
                           keep_model=True, ray=ray_options)
     final = write_final(cfg, result, trial, output_dir / "final", placement=_placement(seen, started))

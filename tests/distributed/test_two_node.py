@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from beir_fixture import write_beir
-from watchdog import watchdog
+from time_limit import watchdog
 
 from tasb_ray.data import prepare_dataset
 from tasb_ray.distributed import ray_data

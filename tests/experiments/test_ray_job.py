@@ -69,7 +69,7 @@ def test_ray_job_submit_runs_a_tiny_sweep(tmp_path, tiny_model):
             submit = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=420)
             # The dashboard answers before its job agent is up on a loaded machine (seen under load): the job was
             # not created, so the same submission is sent again.
-            if "No available agent to submit job" not in submit.stderr:
+            if "No available agent to submit job" not in submit.stdout + submit.stderr:
                 break
             time.sleep(5)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]

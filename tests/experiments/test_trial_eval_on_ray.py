@@ -12,7 +12,7 @@ import json
 import pytest
 import yaml
 from sweep_fixture import write_sweep
-from watchdog import watchdog
+from time_limit import watchdog
 
 from tasb_ray.distributed.ray_data import READER_BUNDLE, group_pool, trial_bundles
 from tasb_ray.errors import ConfigError, TasbRayError
@@ -27,6 +27,7 @@ def test_trial_bundles_trainer_then_encoders_then_reader():
     assert trial_bundles(2, 0, 0) == [{"CPU": 2.0}]
     assert trial_bundles(2, 0, 2) == [{"CPU": 2.0}, {"CPU": 2.0}, {"CPU": 2.0}, READER_BUNDLE]
     assert trial_bundles(4, 1, 1) == [{"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}, READER_BUNDLE]
+    assert trial_bundles(4, 2, 1) == [{"CPU": 4.0, "GPU": 2.0}, {"CPU": 4.0, "GPU": 1.0}, READER_BUNDLE]  # one device
 
 
 def test_group_pool_one_actor_per_encoder_bundle():
@@ -46,17 +47,23 @@ def test_eval_workers_validation_and_gpu_concurrency():
     # Encoder bundles are shaped like the trainer's: a 1-GPU trial with 1 eval worker holds 2 GPUs.
     assert ResourcesConfig(gpus_per_trial=1, eval_workers=1).concurrency(16, 4) == (1.0, 2)
     assert ResourcesConfig(gpus_per_trial=0.5, eval_workers=1).concurrency(16, 1) == (0.5, 1)
+    assert ResourcesConfig(gpus_per_trial=2, eval_workers=1).concurrency(16, 8) == (2.0, 2)   # 2 + 1 per trial
     with pytest.raises(ConfigError, match=r"1 GPU\(s\) per trial \(with 1 eval worker\(s\) of as many\), 2 in all, "
                                           r"but the Ray cluster has 1"):
         ResourcesConfig(gpus_per_trial=1, eval_workers=1).concurrency(16, 1)
 
 
 def test_a_group_that_fits_no_node_is_refused():
-    ResourcesConfig(cpus_per_trial=2, eval_workers=1).check_group([5.0, 2.0])       # 2 + 2 + 1 on the 5-CPU node
-    ResourcesConfig(cpus_per_trial=8).check_group([1.0])                            # no group: Tune's own check
-    with pytest.raises(ConfigError, match=r"holds 5 CPUs on one node \(2 x 2 \+ 1 for reading\), but the largest "
-                                          r"Ray node has 4"):
-        ResourcesConfig(cpus_per_trial=2, eval_workers=1).check_group([4.0, 4.0])
+    r = ResourcesConfig(cpus_per_trial=2, eval_workers=1)
+    r.check_group([(5.0, 0.0), (2.0, 0.0)], 0.0)                  # 2 + 2 + 1 CPUs on the 5-CPU node
+    ResourcesConfig(cpus_per_trial=8).check_group([(1.0, 0.0)], 0.0)   # no group: Tune's own check
+    with pytest.raises(ConfigError, match=r"holds 5 CPUs \(2 x 2 \+ 1 for reading\) and 0 GPUs on one node, but no "
+                                          r"Ray node has that \(4 CPUs / 0 GPUs, 4 CPUs / 0 GPUs\)"):
+        r.check_group([(4.0, 0.0), (4.0, 0.0)], 0.0)
+    gpu = ResourcesConfig(cpus_per_trial=2, gpus_per_trial=1, eval_workers=1)
+    gpu.check_group([(64.0, 0.0), (8.0, 2.0)], 1.0)    # the CPU-rich head has no GPU; the GPU node fits it all
+    with pytest.raises(ConfigError, match=r"and 2 GPUs on one node"):
+        gpu.check_group([(64.0, 0.0), (8.0, 1.0), (8.0, 1.0)], 1.0)   # 2 GPUs in the cluster, 1 per node
 
 
 def test_trials_evaluating_on_ray_need_eval_workers():
@@ -124,6 +131,8 @@ def test_trials_holding_every_cpu_evaluate_on_ray_data(tmp_path, tiny_model):
         result = sweep_mod.run_sweep(load_sweep_config(path), say=said.append)
     trials = result.trials.set_index("key")
     assert set(trials["status"]) == {"FINISHED"} and len(trials) == 2, trials.to_string()
+    # Both trials at once (3 + 3 of 6 CPUs): the reference evaluated while the trained trial held the other 3.
+    assert trials["placement/started_at"].max() < trials["placement/ended_at"].min(), trials.to_string()
     assert any("placement group" in s and "STRICT_PACK" in s for s in said), said
 
     found = {}
