@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tasb_ray.config import check_range, from_dict, load_yaml
+from tasb_ray.distributed.ray_data import trial_bundles
 from tasb_ray.errors import ConfigError
 
 
@@ -21,8 +22,9 @@ class ResourcesConfig:
 
     ``eval_workers``: encoder actors each trial reserves for its own Ray Data evaluation (needed when the corpus
     has ``eval.ray_min_passages`` passages or more). The trial's placement group then holds, on one node, its
-    trainer's bundle, ``eval_workers`` more of the same shape (one encoder actor each) and one CPU for Ray Data's
-    read tasks (:func:`tasb_ray.distributed.ray_data.trial_bundles`). 0 (default): trials evaluate in process.
+    trainer's bundle, ``eval_workers`` more of the same shape but at most one GPU (one encoder actor each) and one
+    CPU for Ray Data's read tasks (:func:`tasb_ray.distributed.ray_data.trial_bundles`). 0 (default): trials
+    evaluate in process.
     """
 
     cpus_per_trial: float = 2.0
@@ -74,9 +76,13 @@ class ResourcesConfig:
             limit = fit if limit is None else min(limit, fit)
         return gpus, limit
 
+    def trial_bundles(self, gpus: float) -> list[dict]:
+        """The trial's bundles for a trainer of ``gpus`` GPUs (resolved): :func:`trial_bundles`' layout."""
+        return trial_bundles(self.cpus_per_trial, gpus, self.eval_workers)
+
     def trial_gpus(self, gpus: float) -> float:
-        """GPUs a trial holds: its trainer's ``gpus`` and at most one per eval worker (trial_bundles' layout)."""
-        return gpus + self.eval_workers * min(gpus, 1.0)
+        """GPUs a trial holds: its trainer's ``gpus`` and its eval workers' (at most one each)."""
+        return sum(b.get("GPU", 0.0) for b in self.trial_bundles(gpus))
 
     def check_group(self, nodes: list[tuple[float, float]], gpus: float) -> None:
         """Raise ConfigError when a trial's placement group fits no node: the sweep would wait forever.
@@ -87,8 +93,9 @@ class ResourcesConfig:
         """
         if self.eval_workers <= 0:
             return
-        cpus = self.cpus_per_trial * (1 + self.eval_workers) + 1
-        gpu_need = self.trial_gpus(gpus)
+        bundles = self.trial_bundles(gpus)
+        cpus = sum(b["CPU"] for b in bundles)
+        gpu_need = sum(b.get("GPU", 0.0) for b in bundles)
         if any(c + 1e-9 >= cpus and g + 1e-9 >= gpu_need for c, g in nodes):
             return
         listed = ", ".join(f"{c:g} CPUs / {g:g} GPUs" for c, g in nodes) or "none"
