@@ -114,9 +114,7 @@ def prepare_shared(configs: dict, use_ray: bool, say: Callable[[str], None], eva
     paths: dict[str, Path] = {}
     on_ray = []
     for cfg in configs.values():  # before any stage is built: the corpus size needs only the prepared data
-        passages = open_data(cfg).manifest["counts"]["corpus"]
-        check_trial_eval(cfg, passages, eval_workers)
-        on_ray.append(CorpusIndexOptions.from_eval(cfg.eval).on_ray(passages))
+        on_ray.append(check_trial_eval(cfg, open_data(cfg).manifest["counts"]["corpus"], eval_workers))
     if eval_workers and not any(on_ray):
         say(f"note: resources.eval_workers {eval_workers} reserves encoder bundles with every trial, but no trial "
             "evaluates on Ray Data (corpus below eval.ray_min_passages): they stay idle; set it to 0")
@@ -129,19 +127,21 @@ def prepare_shared(configs: dict, use_ray: bool, say: Callable[[str], None], eva
     return paths
 
 
-def check_trial_eval(cfg, passages: int, eval_workers: int = 0) -> None:
+def check_trial_eval(cfg, passages: int, eval_workers: int = 0) -> bool:
     """Refuse, before any trial trains, a sweep whose trials would evaluate on Ray Data without encoder bundles.
 
     Inside a Tune trial that path's encoder pool and read tasks must run in the trial's placement group
     (``resources.eval_workers``): on the cluster's free CPUs they wait for CPUs the trials hold (tried: two 1-CPU
     trials on 2 CPUs waited at their final evaluation until stopped). A clear error at the start beats a sweep
-    that hangs at the end.
+    that hangs at the end. Returns whether the trials evaluate on Ray Data.
     """
-    if CorpusIndexOptions.from_eval(cfg.eval).on_ray(passages) and eval_workers < 1:
+    on_ray = CorpusIndexOptions.from_eval(cfg.eval).on_ray(passages)
+    if on_ray and eval_workers < 1:
         raise ConfigError(f"resources.eval_workers: the corpus has {passages} passages (>= eval.ray_min_passages "
                           f"{cfg.eval.ray_min_passages}), so every trial evaluates on Ray Data and must reserve its "
                           f"encoder actors: set resources.eval_workers >= 1, or eval.ray_min_passages above "
                           f"{passages} to evaluate in each trial's process")
+    return on_ray
 
 
 def trial_resources(cpus: float, gpus: float, eval_workers: int):
